@@ -1,0 +1,239 @@
+"""The `speclake` command line.
+
+Every subcommand explains itself with --help; long work shows a progress bar;
+errors are one short line (use -v for details).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from speclake import __version__
+
+log = logging.getLogger("speclake")
+
+SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
+DEFAULT_LAKE = "speclake-lake"
+
+
+def sample_inputs() -> list[str]:
+    """The sample bundled with speclake (used when `ingest` gets no SOURCE)."""
+    return sorted(str(p) for p in SAMPLE_DIR.iterdir() if p.is_file() and p.name != "README.md")
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("py4j", "pyspark"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+class SpeclakeGroup(click.Group):
+    """Turns expected failures into one clear line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except (FileNotFoundError, ValueError, PermissionError) as exc:
+            if ctx.obj and ctx.obj.get("verbose", 0) > 1:
+                raise
+            raise click.ClickException(str(exc)) from exc
+        except Exception as exc:
+            from speclake.lake.catalog import LakeError
+
+            if isinstance(exc, LakeError):
+                raise click.ClickException(str(exc)) from exc
+            raise
+
+
+@click.group(cls=SpeclakeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="speclake")
+@click.option("-v", "--verbose", count=True, help="More logging: -v for progress details, -vv for debug and tracebacks.")
+@click.pass_context
+def main(ctx: click.Context, verbose: int) -> None:
+    """speclake: MS/MS spectral libraries into a Parquet lake, models, structure indexes, SQL.
+
+    Typical session:
+
+    \b
+      speclake ingest MassBank-data/ gnps.mgf --lake mylake
+      speclake sql "SELECT ionmode, count(*) FROM spectra GROUP BY 1" --lake mylake
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = verbose
+    _setup_logging(verbose)
+
+
+@main.command()
+@click.argument("sources", nargs=-1, type=click.Path(exists=True, path_type=str))
+@click.option("--lake", "lake_dir", default=DEFAULT_LAKE, show_default=True, type=click.Path(file_okay=False),
+              help="Lake directory (created if missing).")
+@click.option("--source", "source_name", default=None,
+              help="Library label stored with every spectrum (e.g. massbank, gnps, mona, inhouse). "
+                   "Default: massbank / gnps by format, else the file name.")
+@click.option("--master", default=None, help="Spark master, e.g. local[4], spark://host:7077, yarn, k8s://... "
+                                              "Default: local[*] (or $SPECLAKE_SPARK_MASTER).")
+@click.option("--split-mb", default=8, show_default=True, type=click.IntRange(1, 1024),
+              help="Target size of one Spark task's share of an input file, in MB.")
+@click.option("--driver-memory", default="4g", show_default=True, help="Spark driver memory.")
+def ingest(sources: tuple[str, ...], lake_dir: str, source_name: str | None, master: str | None, split_mb: int,
+           driver_memory: str) -> None:
+    """Ingest spectral libraries into the lake.
+
+    SOURCES are files or directories, in any mix of formats: MassBank records
+    (single .txt, a MassBank-data checkout, concatenated or .gz files), MGF
+    (GNPS and other dialects), MSP (NIST, MoNA, MassBank, RIKEN), GNPS library
+    JSON, mzML / mzXML. With no SOURCES, the sample bundled with speclake is
+    ingested.
+
+    Every record ends in table `spectra` (normalized, matchms names, SPLASH,
+    licence) or in table `quarantine` with the reason; structures go to
+    `compounds` (one row per InChIKey). Re-ingesting the same input adds
+    nothing.
+    """
+    from tqdm import tqdm
+
+    from speclake.infra.spark import SparkSettings
+    from speclake.pipelines.ingest import IngestSettings, run_ingest
+
+    inputs = list(sources) or sample_inputs()
+    if not sources:
+        click.echo(f"No SOURCES given: ingesting the bundled sample ({len(inputs)} files from {SAMPLE_DIR}).", err=True)
+    spark = SparkSettings(driver_memory=driver_memory, **({"master": master} if master else {}))
+    settings = IngestSettings(source=source_name, split_bytes=split_mb * 2**20, spark=spark)
+    stages = ["planning", "starting Spark", "parsing", "standardizing", "joining", "writing", "committing"]
+    with tqdm(total=len(stages), desc="ingest", unit="stage", file=sys.stderr, leave=False) as bar:
+        def note(stage: str) -> None:
+            bar.set_postfix_str(stage)
+            bar.update(1)
+
+        report = run_ingest(inputs, lake_dir, settings, progress=note)
+    _print_report(report)
+
+
+def _print_report(report) -> None:  # IngestReport
+    click.echo(f"run {report.run_id}: {report.records_read} records read in {report.seconds:.1f} s "
+               f"({report.records_per_second:.0f} records/s) into {report.lake}")
+    rows = [
+        ("spectra (accepted)", report.spectra_accepted),
+        ("  new in lake", report.spectra_new),
+        ("  already in lake", report.spectra_already_in_lake),
+        ("quarantine", report.quarantined),
+        ("  new in lake", report.quarantine_new),
+        ("compounds (total)", report.compounds_total),
+        ("  new", report.compounds_new),
+    ]
+    for label, n in rows:
+        click.echo(f"  {label:<22}{n:>10}")
+    if report.quarantine_reasons:
+        click.echo("  quarantine by reason:")
+        for reason, n in report.quarantine_reasons.items():
+            click.echo(f"    {reason:<28}{n:>8}")
+
+
+@main.command()
+@click.argument("query")
+@click.option("--lake", "lake_dir", default=DEFAULT_LAKE, show_default=True, type=click.Path(file_okay=False),
+              help="Lake directory.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write the result to a .csv or .parquet file instead of printing it.")
+@click.option("--max-rows", default=40, show_default=True, help="Rows to print (ignored with --out).")
+def sql(query: str, lake_dir: str, out: str | None, max_rows: int) -> None:
+    """Run SQL (DuckDB) over the lake; every table is a view.
+
+    \b
+    Tables: spectra, compounds, quarantine (and those of later stages).
+    Example:
+      speclake sql "SELECT reason_code, count(*) FROM quarantine GROUP BY 1"
+    """
+    from speclake.lake.sql import connect, export
+
+    con = connect(lake_dir)
+    try:
+        rel = con.sql(query)
+        if rel is None:  # a statement without a result (e.g. SET)
+            return
+        if out:
+            path = export(rel, out)
+            click.echo(f"wrote {path}", err=True)
+        else:
+            click.echo(format_table(rel.columns, rel.fetchmany(max_rows + 1), max_rows))
+    except Exception as exc:
+        import duckdb
+
+        if isinstance(exc, duckdb.Error):
+            raise click.ClickException(f"SQL error: {exc}") from exc
+        raise
+    finally:
+        con.close()
+
+
+def format_table(columns: list[str], rows: list[tuple], max_rows: int, width: int = 48) -> str:
+    """Plain-text table of query results, long cells cut to ``width``."""
+    def cell(v: object) -> str:
+        s = "NULL" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v)
+        return s if len(s) <= width else s[: width - 1] + "…"
+
+    shown = [[cell(v) for v in r] for r in rows[:max_rows]]
+    widths = [max([len(c)] + [len(r[i]) for r in shown]) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in shown]
+    if len(rows) > max_rows:
+        out.append(f"... (more rows; use --max-rows or --out)")
+    out.append(f"({len(shown)} row{'s' if len(shown) != 1 else ''} shown)")
+    return "\n".join(out)
+
+
+@main.command()
+@click.option("--lake", "lake_dir", default=DEFAULT_LAKE, show_default=True, type=click.Path(file_okay=False),
+              help="Lake directory.")
+def tables(lake_dir: str) -> None:
+    """List the lake's tables: current version, rows, parts, schema version."""
+    from speclake.lake.catalog import Lake
+    from speclake.lake.schema import TABLES
+
+    lake = Lake(lake_dir)
+    current = lake.tables()
+    rows = []
+    for name in sorted(set(TABLES) | set(current)):
+        tv = current.get(name)
+        desc = TABLES[name].description if name in TABLES else ""
+        rows.append((name, tv.version if tv else 0, tv.row_count if tv else 0, len(tv.parts) if tv else 0, desc))
+    click.echo(format_table(["table", "version", "rows", "parts", "description"], rows, len(rows), width=90))
+
+
+@main.command()
+@click.option("--lake", "lake_dir", default=DEFAULT_LAKE, show_default=True, type=click.Path(file_okay=False),
+              help="Lake directory.")
+def vacuum(lake_dir: str) -> None:
+    """Delete parts left by interrupted runs (never part of a committed version)."""
+    from speclake.lake.catalog import Lake
+
+    lake = Lake(lake_dir)
+    with lake.lock():
+        removed = lake.vacuum()
+    click.echo(f"removed {len(removed)} orphaned part(s)")
+
+
+def _register_optional_groups() -> None:
+    """Attach command groups of later stages (index, features, training, serving) that are installed."""
+    import importlib
+
+    for module, attr in (("speclake.index.cli", "index_cli"),):
+        try:
+            group = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            log.debug("command group %s not available: %s", module, exc)
+            continue
+        main.add_command(group)
+
+
+_register_optional_groups()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
