@@ -1,0 +1,322 @@
+"""The Spark ingest job: spectral-library files in, lake tables out.
+
+Stages (each a Spark job over Arrow batches, see :mod:`ingest_steps`):
+
+1. plan: split the inputs at record boundaries (driver, streaming);
+2. parse: read + normalize every record of every split (one task per split);
+3. structures: standardize each distinct reported structure once (RDKit);
+4. finalize: join spectra with structures, ppm error, InChIKey check;
+5. write: new spectra (not yet in the lake), compounds (merged), quarantine,
+   each as a new part, then one atomic catalog commit.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from speclake.infra.spark import SparkSettings, get_spark
+from speclake.lake.catalog import Lake, PendingVersion, publish_part
+from speclake.lake.schema import COMPOUNDS, QUARANTINE, SPECTRA
+from speclake.pipelines import ingest_steps as steps
+from speclake.pipelines.normalize.spectrum import NormalizeSettings
+from speclake.pipelines.readers.base import Split
+
+log = logging.getLogger(__name__)
+
+
+class IngestSettings(BaseModel):
+    """Settings of one ingest run; saved with the run record and every table version."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str | None = None  # library label for every input; default: from format / file name
+    split_bytes: int = 8 * 2**20
+    normalize: NormalizeSettings = Field(default_factory=NormalizeSettings)
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+
+
+@dataclass
+class IngestReport:
+    """What one run did: every input record is counted once."""
+
+    run_id: str
+    lake: str
+    inputs: list[str]
+    records_read: int = 0
+    spectra_accepted: int = 0
+    spectra_new: int = 0
+    spectra_already_in_lake: int = 0
+    quarantined: int = 0
+    quarantine_new: int = 0
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    compounds_total: int = 0
+    compounds_new: int = 0
+    table_versions: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records_read / self.seconds if self.seconds else 0.0
+
+
+Progress = Callable[[str], None]
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+
+
+def _spark_schema(schema):  # -> pyspark StructType
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema)
+
+
+def _unreadable_inputs(paths: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Split inputs into readable files and quarantine rows for files whose format is unknown."""
+    from speclake.pipelines.readers.splits import detect_format, expand_inputs
+
+    good, bad = [], []
+    for path in expand_inputs(paths):
+        try:
+            detect_format(path)
+        except (ValueError, OSError) as exc:
+            bad.append({"source": "unknown", "source_file": path, "record_locator": "file", "source_format": None,
+                        "stage": "read", "reason_code": "unsupported_format", "reason": str(exc), "raw_excerpt": ""})
+        else:
+            good.append(path)
+    return good, bad
+
+
+def run_ingest(
+    inputs: list[str],
+    lake_dir: str | os.PathLike[str],
+    settings: IngestSettings | None = None,
+    *,
+    spark: Any = None,
+    progress: Progress | None = None,
+) -> IngestReport:
+    """Ingest spectral-library files or directories into the lake at ``lake_dir``."""
+    from speclake.pipelines.readers.splits import plan_splits
+
+    settings = settings or IngestSettings()
+    for path in inputs:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"input not found: {path}")
+    note = progress or (lambda stage: log.info("ingest: %s", stage))
+    t0 = time.perf_counter()
+    lake = Lake(lake_dir, create=True)
+    run_id = new_run_id()
+    report = IngestReport(run_id=run_id, lake=str(lake.root), inputs=[str(p) for p in inputs])
+    with lake.lock():
+        staging = lake.staging(run_id)
+        try:
+            note("planning splits")
+            files, unreadable = _unreadable_inputs(inputs)
+            splits = plan_splits(files, str(staging / "chunks"), target_bytes=settings.split_bytes) if files else []
+            report.stage_seconds["plan"] = time.perf_counter() - t0
+            note(f"starting Spark ({settings.spark.master})")
+            spark = spark or get_spark(settings.spark)
+            _run_stages(spark, lake, run_id, splits, unreadable, settings, report, note)
+        finally:
+            lake.clean_staging(run_id)
+    report.seconds = time.perf_counter() - t0
+    lake.record_run(run_id, {"kind": "ingest", "settings": settings.model_dump(mode="json"), "report": report.__dict__})
+    return report
+
+
+def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unreadable: list[dict[str, Any]],
+                settings: IngestSettings, report: IngestReport, note: Progress) -> None:
+    from pyspark.sql import functions as F
+
+    staging = lake.staging(run_id)
+    tick = time.perf_counter()
+
+    # -- parse ----------------------------------------------------------------------------------
+    note(f"parsing {len(splits)} splits")
+    parsed_path = str(staging / "parsed")
+    if splits:
+        rdd = spark.sparkContext.parallelize([(steps.split_json(s),) for s in splits], numSlices=len(splits))
+        split_df = spark.createDataFrame(rdd, "split string")
+        source, settings_json = settings.source, settings.normalize.model_dump_json()
+        parsed = split_df.mapInArrow(
+            lambda it: steps.parse_splits_batches(it, source_override=source, settings_json=settings_json),
+            _spark_schema(steps.PARSED),
+        )
+        parsed.write.mode("overwrite").parquet(parsed_path)
+    else:
+        spark.createDataFrame([], _spark_schema(steps.PARSED)).write.mode("overwrite").parquet(parsed_path)
+    parsed = spark.read.parquet(parsed_path)
+    report.stage_seconds["parse"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+
+    # -- structures, once per distinct reported structure ---------------------------------------
+    note("standardizing structures")
+    spectra = parsed.where(F.col("kind") == "spectrum")
+    distinct = (spectra.where(F.col("smiles_reported").isNotNull() | F.col("inchi_reported").isNotNull())
+                .select("smiles_reported", "inchi_reported").distinct())
+    structures_path = str(staging / "structures")
+    distinct.mapInArrow(steps.standardize_batches, _spark_schema(steps.STRUCTURES)) \
+        .write.mode("overwrite").parquet(structures_path)
+    structures = spark.read.parquet(structures_path)
+    report.stage_seconds["structures"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+
+    # -- finalize ------------------------------------------------------------------------------
+    note("joining spectra with structures")
+    s = structures.select(
+        F.col("smiles_reported").alias("_s"), F.col("inchi_reported").alias("_i"), "inchikey", "inchikey14",
+        F.col("smiles").alias("structure_smiles"), F.col("inchi").alias("structure_inchi"),
+        F.col("formula").alias("structure_formula"), F.col("monoisotopic_mass").alias("structure_mass"),
+        "error_code", "error")
+    joined = spectra.join(
+        s, spectra["smiles_reported"].eqNullSafe(s["_s"]) & spectra["inchi_reported"].eqNullSafe(s["_i"]), "left"
+    ).drop("_s", "_i")
+    final_path = str(staging / "final")
+    joined.mapInArrow(lambda it: steps.finalize_batches(it, run_id=run_id), _spark_schema(steps.FINAL)) \
+        .write.mode("overwrite").parquet(final_path)
+    final = spark.read.parquet(final_path)
+    report.stage_seconds["finalize"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+
+    # -- write new parts -----------------------------------------------------------------------
+    note("writing lake tables")
+    pending: dict[str, PendingVersion] = {}
+    accepted = final.where(F.col("kind") == "spectrum").dropDuplicates(["spectrum_id"])
+    existing = _existing(spark, lake, "spectra", "spectrum_id")
+    new_spectra = accepted.join(existing, "spectrum_id", "left_anti") if existing is not None else accepted
+    spectra_cols = [F.col(f.name) for f in SPECTRA]
+    n_new = _write_part(lake, "spectra", run_id, new_spectra.select(*spectra_cols), staging, pending,
+                        settings, partition_by=("ionmode", "ms_level"))
+
+    quarantine_rows = parsed.where(F.col("kind") == "quarantine").select(*_quarantine_cols(F)) \
+        .unionByName(final.where(F.col("kind") == "quarantine").select(*_quarantine_cols(F)))
+    if unreadable:
+        quarantine_rows = quarantine_rows.unionByName(
+            spark.createDataFrame(unreadable, _spark_schema(steps.pa.schema(steps.QUARANTINE_FACTS + [
+                steps.pa.field(n, steps.pa.string()) for n in ("source", "source_file", "record_locator", "source_format")]))
+            ).select(*_quarantine_cols(F)))
+    sep = "\u001f"
+    quarantine_rows = quarantine_rows.withColumn(
+        "quarantine_id",
+        F.substring(F.sha2(F.concat_ws(sep, "source_file", "record_locator", "reason_code"), 256), 1, 24),
+    ).withColumn("ingest_run_id", F.lit(run_id)).cache()
+    q_existing = _existing(spark, lake, "quarantine", "quarantine_id")
+    q_unique = quarantine_rows.dropDuplicates(["quarantine_id"])
+    q_new = q_unique.join(q_existing, "quarantine_id", "left_anti") if q_existing is not None else q_unique
+    n_q_new = _write_part(lake, "quarantine", run_id, q_new.select(*[F.col(f.name) for f in QUARANTINE]),
+                          staging, pending, settings)
+
+    compounds, n_compounds, n_compounds_new = _compounds(spark, lake, final.where(F.col("kind") == "spectrum")
+                                                         .join(existing, "spectrum_id", "left_anti")
+                                                         if existing is not None else final.where(F.col("kind") == "spectrum"))
+    if n_new or lake.current("compounds") is None:
+        _write_part(lake, "compounds", run_id, compounds, staging, pending, settings, row_count=n_compounds)
+
+    # -- counts --------------------------------------------------------------------------------
+    reasons = {r["reason_code"]: r["n"] for r in quarantine_rows.groupBy("reason_code").agg(F.count("*").alias("n")).collect()}
+    report.quarantine_reasons = dict(sorted(reasons.items(), key=lambda kv: -kv[1]))
+    report.quarantined = sum(reasons.values())
+    report.spectra_accepted = accepted.count()
+    report.spectra_new = n_new
+    report.spectra_already_in_lake = report.spectra_accepted - n_new
+    report.quarantine_new = n_q_new
+    report.records_read = report.spectra_accepted + report.quarantined + _duplicates_in_run(final, F)
+    report.compounds_total, report.compounds_new = n_compounds, n_compounds_new
+    quarantine_rows.unpersist()
+    report.stage_seconds["write"] = time.perf_counter() - tick
+
+    note("committing")
+    published = lake.commit(pending, run_id=run_id) if pending else {}
+    report.table_versions = {name: tv.version for name, tv in published.items()}
+
+
+def _duplicates_in_run(final: Any, F: Any) -> int:
+    """Records whose exact spectrum appeared twice in this run's inputs (counted once in spectra)."""
+    spectra = final.where(F.col("kind") == "spectrum")
+    return spectra.count() - spectra.select("spectrum_id").distinct().count()
+
+
+def _quarantine_cols(F: Any) -> list[Any]:
+    return [F.col(n) for n in ("source", "source_file", "record_locator", "source_format", "stage", "reason_code",
+                               "reason", "raw_excerpt")]
+
+
+def _existing(spark: Any, lake: Lake, table: str, key: str) -> Any:
+    """The key column of a table's current version, or None when the table is empty."""
+    files = lake.files(table)
+    if not files:
+        return None
+    return spark.read.parquet(*files).select(key).distinct()
+
+
+def _write_part(lake: Lake, table: str, run_id: str, df: Any, staging: Path, pending: dict[str, PendingVersion],
+                settings: IngestSettings, *, partition_by: tuple[str, ...] = (), row_count: int | None = None) -> int:
+    """Write ``df`` as a new part of ``table`` (under staging, then renamed in); return its row count."""
+    out = staging / f"out-{table}"
+    writer = df.write.mode("overwrite")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    writer.parquet(str(out))
+    n = row_count if row_count is not None else _count_parquet(out)
+    if n == 0 and table != "compounds":
+        shutil.rmtree(out, ignore_errors=True)
+        return 0
+    for junk in list(out.rglob("_SUCCESS")) + list(out.rglob(".*.crc")):
+        junk.unlink()
+    part = publish_part(lake, table, run_id, out)
+    pending[table] = PendingVersion(new_parts=(part,), row_count=n,
+                                    settings={"ingest": settings.model_dump(mode="json")})
+    return n
+
+
+def _count_parquet(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in path.rglob("*.parquet"))
+
+
+def _compounds(spark: Any, lake: Lake, new_spectra: Any) -> tuple[Any, int, int]:
+    """The whole compounds table after this run: existing rows merged with the new spectra's structures."""
+    from pyspark.sql import functions as F
+
+    fresh = (new_spectra.where(F.col("inchikey").isNotNull())
+             .groupBy("inchikey")
+             .agg(F.first("inchikey14", ignorenulls=True).alias("inchikey14"),
+                  F.first("structure_smiles", ignorenulls=True).alias("smiles"),
+                  F.first("structure_inchi", ignorenulls=True).alias("inchi"),
+                  F.first("structure_formula", ignorenulls=True).alias("formula"),
+                  F.first("structure_mass", ignorenulls=True).alias("monoisotopic_mass"),
+                  F.min("compound_name").alias("compound_name"),
+                  F.first("chemont_id", ignorenulls=True).alias("chemont_id"),
+                  F.first("chemont_classes", ignorenulls=True).alias("chemont_classes"),
+                  F.count("*").alias("n_spectra"),
+                  F.array_sort(F.collect_set("source")).alias("sources"),
+                  F.array_sort(F.collect_set("license")).alias("licenses")))
+    cols = [f.name for f in COMPOUNDS]
+    files = lake.files("compounds")
+    fresh = fresh.select(*cols)
+    if files:
+        old = spark.read.parquet(*files).select(*cols)
+        merged = (old.unionByName(fresh).groupBy("inchikey")
+                  .agg(*[F.first(c, ignorenulls=True).alias(c) for c in cols
+                         if c not in ("inchikey", "n_spectra", "sources", "licenses")],
+                       F.sum("n_spectra").alias("n_spectra"),
+                       F.array_sort(F.array_distinct(F.flatten(F.collect_list("sources")))).alias("sources"),
+                       F.array_sort(F.array_distinct(F.flatten(F.collect_list("licenses")))).alias("licenses"))
+                  .select(*cols))
+        n_old = lake.current("compounds").row_count
+    else:
+        merged, n_old = fresh, 0
+    merged = merged.coalesce(1).cache()
+    n = merged.count()
+    return merged, n, n - n_old
