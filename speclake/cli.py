@@ -160,7 +160,7 @@ def sql(query: str, lake_dir: str, out: str | None, max_rows: int) -> None:
             path = export(rel, out)
             click.echo(f"wrote {path}", err=True)
         else:
-            click.echo(format_table(rel.columns, rel.fetchmany(max_rows + 1), max_rows))
+            click.echo(format_table(rel.columns, rel.limit(max_rows + 1).fetchall(), max_rows))
     except Exception as exc:
         import duckdb
 
