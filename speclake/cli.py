@@ -31,8 +31,34 @@ def _setup_logging(verbose: int) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
+#: Command groups of later stages, imported only when used (keeps `speclake --help` fast).
+LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "index": ("speclake.index.cli", "index_cli", "Build and query sharded FAISS structure indexes."),
+}
+
+
 class SpeclakeGroup(click.Group):
-    """Turns expected failures into one clear line instead of a traceback."""
+    """Lazy subcommand groups; expected failures become one clear line instead of a traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS and name not in self.commands:
+            import importlib
+
+            module, attr, _ = LAZY_COMMANDS[name]
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError) as exc:
+                raise click.ClickException(f"`speclake {name}` is not available: {exc}") from exc
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(n, self.commands[n].get_short_help_str(60)) for n in sorted(self.commands)]
+        rows += [(n, help_) for n, (_, _, help_) in LAZY_COMMANDS.items() if n not in self.commands]
+        with formatter.section("Commands"):
+            formatter.write_dl(sorted(rows))
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
@@ -217,22 +243,6 @@ def vacuum(lake_dir: str) -> None:
     with lake.lock():
         removed = lake.vacuum()
     click.echo(f"removed {len(removed)} orphaned part(s)")
-
-
-def _register_optional_groups() -> None:
-    """Attach command groups of later stages (index, features, training, serving) that are installed."""
-    import importlib
-
-    for module, attr in (("speclake.index.cli", "index_cli"),):
-        try:
-            group = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            log.debug("command group %s not available: %s", module, exc)
-            continue
-        main.add_command(group)
-
-
-_register_optional_groups()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,1 @@
+"""Benchmarks: scale runs and comparisons with other tools (not part of the test suite)."""

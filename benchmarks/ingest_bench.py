@@ -1,0 +1,182 @@
+"""speclake ingest vs matchms (load_from_msp + default_filters) on the same spectra.
+
+    python -m benchmarks.ingest_bench [--massbank DIR] [--limit N] [--cores 1,2]
+
+Converts the MassBank records to one MSP file (once, cached), then times, each in
+a fresh process and with engine start-up included:
+
+* matchms: ``load_from_msp`` + ``default_filters`` over every spectrum;
+* speclake ingest of the same MSP file, with Spark ``local[N]`` for each N in --cores;
+* speclake ingest of the original MassBank record files (what users run).
+
+Prints one table: wall time, spectra/s, peak memory (RSS of the whole process
+tree), and the ratio to matchms.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+log = logging.getLogger("benchmarks.ingest")
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MASSBANK = REPO.parent / "shared" / "data" / "massbank"
+
+MSP_KEYS = (
+    ("NAME", "compound_name"), ("PRECURSORMZ", "precursor_mz"), ("PRECURSORTYPE", "adduct"),
+    ("IONMODE", "ionmode"), ("SPECTRUMTYPE", "ms_level"), ("INSTRUMENTTYPE", "instrument_type"),
+    ("INSTRUMENT", "instrument"), ("COLLISIONENERGY", "collision_energy"), ("SMILES", "smiles"),
+    ("INCHI", "inchi"), ("INCHIKEY", "inchikey"), ("FORMULA", "formula"), ("DB#", "accession"),
+    ("LICENSE", "license"), ("SPLASH", "splash"), ("RETENTIONTIME", "retention_time"),
+)
+
+
+def massbank_to_msp(files: list[Path], out: Path, limit: int | None) -> int:
+    """Write the MassBank records as one MSP file (RIKEN-style keys); return the number of spectra."""
+    from speclake.pipelines.readers import read_split
+    from speclake.pipelines.readers.base import RawRecord
+    from speclake.pipelines.readers.splits import plan_splits
+
+    n = 0
+    with tempfile.TemporaryDirectory() as staging, open(out, "w", encoding="utf-8") as fh:
+        for split in plan_splits([str(f) for f in files], staging, target_bytes=64 * 2**20):
+            for rec in read_split(split):
+                if not isinstance(rec, RawRecord):
+                    continue
+                for key, name in MSP_KEYS:
+                    value = rec.metadata.get(name)
+                    if value not in (None, "", [], ()):
+                        fh.write(f"{key}: {str(value).replace(chr(10), ' ')}\n")
+                fh.write(f"Num Peaks: {len(rec.mz)}\n")
+                fh.writelines(f"{mz}\t{inten}\n" for mz, inten in zip(rec.mz, rec.intensities))
+                fh.write("\n")
+                n += 1
+                if limit and n >= limit:
+                    return n
+    return n
+
+
+MATCHMS_SCRIPT = textwrap.dedent("""
+    import sys, logging
+    logging.disable(logging.WARNING)
+    from matchms.importing import load_from_msp
+    from matchms.filtering import default_filters
+    n = 0
+    for s in load_from_msp(sys.argv[1]):
+        s = default_filters(s)
+        if s is not None:
+            n += 1
+    print(n)
+""")
+
+
+def _tree_rss(pid: int) -> int:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc] + proc.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
+    """Run a command; return wall seconds, peak RSS of its process tree (bytes), stdout."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, _tree_rss(proc.pid))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    stop.set()
+    sampler.join()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} failed ({proc.returncode}): {err[-2000:]}")
+    return wall, peak, out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--massbank", type=Path, default=DEFAULT_MASSBANK, help="folder of MassBank *.txt.gz files")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N spectra (for a quick run)")
+    parser.add_argument("--cores", default="1,2", help="Spark local[N] core counts to run, e.g. 1,2")
+    parser.add_argument("--workdir", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--skip-records", action="store_true", help="skip ingesting the original record files")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    files = sorted(args.massbank.glob("*.txt.gz"))
+    if not files:
+        raise SystemExit(f"no MassBank *.txt.gz files in {args.massbank}")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    msp = args.workdir / f"massbank{'_' + str(args.limit) if args.limit else ''}.msp"
+    if not msp.exists():
+        log.info("converting %d MassBank files to %s ...", len(files), msp)
+        n = massbank_to_msp(files, msp, args.limit)
+        log.info("  %d spectra written", n)
+
+    rows: list[tuple[str, float, int, int]] = []
+    log.info("matchms: load_from_msp + default_filters ...")
+    wall, rss, out = timed([sys.executable, "-c", MATCHMS_SCRIPT, str(msp)])
+    n_matchms = int(out.strip().splitlines()[-1])
+    rows.append(("matchms load_from_msp + default_filters", wall, rss, n_matchms))
+
+    speclake = [sys.executable, "-m", "speclake.cli"]
+    for cores in [int(c) for c in args.cores.split(",")]:
+        lake = args.workdir / f"lake_msp_{cores}"
+        shutil.rmtree(lake, ignore_errors=True)
+        log.info("speclake ingest (MSP, local[%d]) ...", cores)
+        wall, rss, _ = timed(speclake + ["ingest", str(msp), "--lake", str(lake), "--master", f"local[{cores}]"])
+        rows.append((f"speclake ingest MSP, local[{cores}]", wall, rss, _count(lake)))
+    if not args.skip_records and not args.limit:
+        cores = max(int(c) for c in args.cores.split(","))
+        lake = args.workdir / "lake_records"
+        shutil.rmtree(lake, ignore_errors=True)
+        log.info("speclake ingest (MassBank records, local[%d]) ...", cores)
+        wall, rss, _ = timed(speclake + ["ingest", *map(str, files), "--lake", str(lake), "--master", f"local[{cores}]"])
+        rows.append((f"speclake ingest MassBank records, local[{cores}]", wall, rss, _count(lake)))
+
+    base = rows[0][1]
+    header = f"{'run':<48}{'spectra':>9}{'wall s':>9}{'spectra/s':>11}{'peak RSS MB':>13}{'x matchms':>11}"
+    lines = [header, "-" * len(header)]
+    for name, wall, rss, n in rows:
+        lines.append(f"{name:<48}{n:>9}{wall:>9.1f}{n / wall:>11.0f}{rss / 2**20:>13.0f}{base / wall:>11.2f}")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _count(lake: Path) -> int:
+    from speclake.lake.sql import connect
+
+    con = connect(lake)
+    return int(con.sql("SELECT count(*) FROM spectra").fetchall()[0][0])
+
+
+if __name__ == "__main__":
+    main()
