@@ -1,0 +1,1 @@
+"""Spectrum features: formulas, mass decomposition, fragmentation trees, loss priors."""
