@@ -233,9 +233,11 @@ def _finalize_row(row: dict[str, Any], run_id: str, parse_adduct: Any, mismatch:
     row["kind"] = "spectrum"
     if row.get("inchikey"):
         row["inchikey_mismatch"] = mismatch(row.get("inchikey_reported"), row["inchikey"])
-        if row.get("adduct") and row.get("precursor_mz") and row.get("structure_mass"):
+        chain = row.get("precursor_mz_chain") or []
+        first_precursor = chain[0] if len(chain) > 1 else row.get("precursor_mz")  # MSn: the stage-1 ion
+        if row.get("adduct") and first_precursor and row.get("structure_mass"):
             try:
-                row["precursor_ppm_error"] = ppm(row["structure_mass"], parse_adduct(row["adduct"]), row["precursor_mz"])
+                row["precursor_ppm_error"] = ppm(row["structure_mass"], parse_adduct(row["adduct"]), first_precursor)
             except Exception:  # adduct already validated at parse time; any surprise leaves the error unset
                 row["precursor_ppm_error"] = None
     return row
