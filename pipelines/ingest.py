@@ -54,6 +54,7 @@ class IngestReport:
     spectra_accepted: int = 0
     spectra_new: int = 0
     spectra_already_in_lake: int = 0
+    duplicates_in_run: int = 0
     quarantined: int = 0
     quarantine_new: int = 0
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
@@ -171,7 +172,7 @@ def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unread
     report.stage_seconds["structures"] = time.perf_counter() - tick
     tick = time.perf_counter()
 
-    # -- finalize ------------------------------------------------------------------------------
+    # -- join spectra with their structures (Spark SQL, no Python round trip) --------------------
     note("joining spectra with structures")
     s = structures.select(
         F.col("smiles_reported").alias("_s"), F.col("inchi_reported").alias("_i"), "inchikey", "inchikey14",
@@ -179,27 +180,34 @@ def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unread
         F.col("formula").alias("structure_formula"), F.col("monoisotopic_mass").alias("structure_mass"),
         "error_code", "error")
     joined = spectra.join(
-        s, spectra["smiles_reported"].eqNullSafe(s["_s"]) & spectra["inchi_reported"].eqNullSafe(s["_i"]), "left"
-    ).drop("_s", "_i")
-    final_path = str(staging / "final")
-    joined.mapInArrow(lambda it: steps.finalize_batches(it, run_id=run_id), _spark_schema(steps.FINAL)) \
-        .write.mode("overwrite").parquet(final_path)
-    final = spark.read.parquet(final_path)
-    report.stage_seconds["finalize"] = time.perf_counter() - tick
+        F.broadcast(s), spectra["smiles_reported"].eqNullSafe(s["_s"]) & spectra["inchi_reported"].eqNullSafe(s["_i"]),
+        "left").drop("_s", "_i")
+    good = _with_structure_checks(joined.where(F.col("error_code").isNull()), F).withColumn("ingest_run_id", F.lit(run_id))
+    structure_errors = joined.where(F.col("error_code").isNotNull()).select(
+        "source", "source_file", "record_locator", "source_format", F.lit("structure").alias("stage"),
+        F.col("error_code").alias("reason_code"), F.coalesce("error", F.lit("invalid structure")).alias("reason"),
+        F.concat(F.lit("SMILES: "), F.coalesce("smiles_reported", F.lit("")), F.lit("\nInChI: "),
+                 F.coalesce("inchi_reported", F.lit(""))).alias("raw_excerpt"))
+    report.stage_seconds["join"] = time.perf_counter() - tick
     tick = time.perf_counter()
 
-    # -- write new parts -----------------------------------------------------------------------
+    # -- which spectra are new: decided on ids only, then one pass writes the rows ---------------
     note("writing lake tables")
     pending: dict[str, PendingVersion] = {}
-    accepted = final.where(F.col("kind") == "spectrum").dropDuplicates(["spectrum_id"])
+    keys = good.select("spectrum_id", F.struct("source_file", "record_locator").alias("_loc"))
+    keepers = keys.groupBy("spectrum_id").agg(F.min("_loc").alias("_loc"))  # one row per id: its first locator
     existing = _existing(spark, lake, "spectra", "spectrum_id")
-    new_spectra = accepted.join(existing, "spectrum_id", "left_anti") if existing is not None else accepted
-    spectra_cols = [F.col(f.name) for f in SPECTRA]
-    n_new = _write_part(lake, "spectra", run_id, new_spectra.select(*spectra_cols), staging, pending,
-                        settings, partition_by=("ionmode", "ms_level"))
+    new_keys = (keepers.join(existing, "spectrum_id", "left_anti") if existing is not None else keepers).select(
+        "spectrum_id", F.col("_loc.source_file").alias("_f"), F.col("_loc.record_locator").alias("_l")).cache()
+    n_rows, n_distinct, n_new = good.count(), keepers.count(), new_keys.count()
+    selector = F.broadcast(new_keys) if n_new <= 2_000_000 else new_keys
+    new_rows = good.join(selector, (good["spectrum_id"] == selector["spectrum_id"]) & (good["source_file"] == selector["_f"])
+                         & (good["record_locator"] == selector["_l"]), "left_semi")
+    _write_part(lake, "spectra", run_id, new_rows.select(*[F.col(f.name) for f in SPECTRA]), staging, pending,
+                settings, partition_by=("ionmode", "ms_level"), row_count=n_new)
 
     quarantine_rows = parsed.where(F.col("kind") == "quarantine").select(*_quarantine_cols(F)) \
-        .unionByName(final.where(F.col("kind") == "quarantine").select(*_quarantine_cols(F)))
+        .unionByName(structure_errors.select(*_quarantine_cols(F)))
     if unreadable:
         quarantine_rows = quarantine_rows.unionByName(
             spark.createDataFrame(unreadable, _spark_schema(steps.pa.schema(steps.QUARANTINE_FACTS + [
@@ -216,23 +224,25 @@ def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unread
     n_q_new = _write_part(lake, "quarantine", run_id, q_new.select(*[F.col(f.name) for f in QUARANTINE]),
                           staging, pending, settings)
 
-    compounds, n_compounds, n_compounds_new = _compounds(spark, lake, final.where(F.col("kind") == "spectrum")
-                                                         .join(existing, "spectrum_id", "left_anti")
-                                                         if existing is not None else final.where(F.col("kind") == "spectrum"))
     if n_new or lake.current("compounds") is None:
+        compounds, n_compounds, n_compounds_new = _compounds(spark, lake, new_rows)
         _write_part(lake, "compounds", run_id, compounds, staging, pending, settings, row_count=n_compounds)
+    else:
+        n_compounds, n_compounds_new = lake.current("compounds").row_count, 0
 
-    # -- counts --------------------------------------------------------------------------------
+    # -- counts: every record read is a spectrum row (possibly a duplicate) or a quarantine row -------
     reasons = {r["reason_code"]: r["n"] for r in quarantine_rows.groupBy("reason_code").agg(F.count("*").alias("n")).collect()}
     report.quarantine_reasons = dict(sorted(reasons.items(), key=lambda kv: -kv[1]))
     report.quarantined = sum(reasons.values())
-    report.spectra_accepted = accepted.count()
+    report.spectra_accepted = n_distinct
     report.spectra_new = n_new
-    report.spectra_already_in_lake = report.spectra_accepted - n_new
+    report.spectra_already_in_lake = n_distinct - n_new
+    report.duplicates_in_run = n_rows - n_distinct
     report.quarantine_new = n_q_new
-    report.records_read = report.spectra_accepted + report.quarantined + _duplicates_in_run(final, F)
+    report.records_read = n_rows + report.quarantined
     report.compounds_total, report.compounds_new = n_compounds, n_compounds_new
     quarantine_rows.unpersist()
+    new_keys.unpersist()
     report.stage_seconds["write"] = time.perf_counter() - tick
 
     note("committing")
@@ -240,10 +250,16 @@ def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unread
     report.table_versions = {name: tv.version for name, tv in published.items()}
 
 
-def _duplicates_in_run(final: Any, F: Any) -> int:
-    """Records whose exact spectrum appeared twice in this run's inputs (counted once in spectra)."""
-    spectra = final.where(F.col("kind") == "spectrum")
-    return spectra.count() - spectra.select("spectrum_id").distinct().count()
+def _with_structure_checks(df: Any, F: Any) -> Any:
+    """InChIKey check and precursor ppm error against the standardized structure, as Spark expressions."""
+    chain = F.col("precursor_mz_chain")
+    first_precursor = F.when(F.size(chain) > 1, F.element_at(chain, 1)).otherwise(F.col("precursor_mz"))
+    expected = (F.col("adduct_n_molecules") * F.col("structure_mass") + F.col("adduct_mass_shift")) / F.col("adduct_abs_charge")
+    reported = F.upper(F.trim("inchikey_reported"))
+    mismatch = F.when(F.col("inchikey").isNull() | reported.isNull() | (reported == ""), F.lit(None).cast("boolean")) \
+        .otherwise(F.split(reported, "-").getItem(0) != F.col("inchikey14"))
+    return (df.withColumn("inchikey_mismatch", mismatch)
+              .withColumn("precursor_ppm_error", (first_precursor - expected) / expected * F.lit(1e6)))
 
 
 def _quarantine_cols(F: Any) -> list[Any]:

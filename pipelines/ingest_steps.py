@@ -30,6 +30,12 @@ COMPOUND_FACTS = [
     pa.field("exact_mass_reported", pa.float64()),
 ]
 #: Quarantine facts carried in the same rows (kind == "quarantine").
+#: Adduct arithmetic carried to the structure join: m/z = (n * M + shift) / |z|.
+ADDUCT_FACTS = [
+    pa.field("adduct_n_molecules", pa.int32()),
+    pa.field("adduct_mass_shift", pa.float64()),
+    pa.field("adduct_abs_charge", pa.int32()),
+]
 QUARANTINE_FACTS = [
     pa.field("stage", pa.string()),
     pa.field("reason_code", pa.string()),
@@ -47,6 +53,7 @@ PARSED = pa.schema(
     [pa.field("kind", pa.string())]
     + _nullable(f for f in SPECTRA if f.name not in STRUCTURE_COLUMNS and f.name != "ingest_run_id")
     + COMPOUND_FACTS
+    + ADDUCT_FACTS
     + QUARANTINE_FACTS
 )
 
@@ -64,16 +71,6 @@ STRUCTURES = pa.schema(
         pa.field("error_code", pa.string()),
         pa.field("error", pa.string()),
     ]
-)
-
-#: Output of the finalize step: spectra rows and quarantine rows again.
-FINAL = pa.schema(
-    [pa.field("kind", pa.string())]
-    + _nullable(f for f in SPECTRA)
-    + COMPOUND_FACTS
-    + [pa.field("structure_smiles", pa.string()), pa.field("structure_inchi", pa.string()),
-       pa.field("structure_formula", pa.string()), pa.field("structure_mass", pa.float64())]
-    + QUARANTINE_FACTS
 )
 
 BATCH_ROWS = 512
@@ -153,6 +150,13 @@ def _normalized(record: RawRecord, *, source: str, settings: Any, normalize: Any
         return _quarantine_row(record.source_file, record.locator, record.fmt, "normalize", "internal_error",
                                f"{type(exc).__name__}: {exc}", record.raw_excerpt, source)
     row["kind"] = "spectrum"
+    row["usi"] = row.get("usi") or derive_usi(row.get("accession"), source)
+    if row.get("adduct"):
+        from speclake.pipelines.normalize.adduct import parse_adduct
+
+        adduct = parse_adduct(row["adduct"])
+        row.update(adduct_n_molecules=adduct.n_molecules, adduct_mass_shift=adduct.mass_shift,
+                   adduct_abs_charge=abs(adduct.charge))
     if row.get("ms_level") is None:
         return _quarantine_row(record.source_file, record.locator, record.fmt, "normalize", "missing_ms_level",
                                "the MS level could not be determined from the record", record.raw_excerpt, source)
@@ -207,40 +211,6 @@ def derive_usi(accession: str | None, source: str | None) -> str | None:
     if accession.startswith("MSBNK-") or source == "massbank":
         return f"mzspec:MASSBANK::accession:{accession}"
     return None
-
-
-def finalize_batches(batches: Iterator[pa.RecordBatch], *, run_id: str) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: parsed spectra joined with their structures in, final spectra or quarantine rows out."""
-    from speclake.pipelines.normalize.adduct import parse_adduct
-    from speclake.pipelines.normalize.structure import inchikey_mismatch, precursor_ppm_error
-
-    def rows() -> Iterator[dict[str, Any]]:
-        for batch in batches:
-            for row in batch.to_pylist():
-                yield _finalize_row(row, run_id, parse_adduct, inchikey_mismatch, precursor_ppm_error)
-
-    yield from _batches(rows(), FINAL)
-
-
-def _finalize_row(row: dict[str, Any], run_id: str, parse_adduct: Any, mismatch: Any, ppm: Any) -> dict[str, Any]:
-    row["ingest_run_id"] = run_id
-    row["usi"] = row.get("usi") or derive_usi(row.get("accession"), row.get("source"))
-    if row.get("error_code"):
-        q = _quarantine_row(row["source_file"], row["record_locator"], row.get("source_format"), "structure",
-                            row["error_code"], row.get("error") or "invalid structure",
-                            f"SMILES: {row.get('smiles_reported')}\nInChI: {row.get('inchi_reported')}", row["source"])
-        return q
-    row["kind"] = "spectrum"
-    if row.get("inchikey"):
-        row["inchikey_mismatch"] = mismatch(row.get("inchikey_reported"), row["inchikey"])
-        chain = row.get("precursor_mz_chain") or []
-        first_precursor = chain[0] if len(chain) > 1 else row.get("precursor_mz")  # MSn: the stage-1 ion
-        if row.get("adduct") and first_precursor and row.get("structure_mass"):
-            try:
-                row["precursor_ppm_error"] = ppm(row["structure_mass"], parse_adduct(row["adduct"]), first_precursor)
-            except Exception:  # adduct already validated at parse time; any surprise leaves the error unset
-                row["precursor_ppm_error"] = None
-    return row
 
 
 def split_json(split: Split) -> str:
