@@ -198,10 +198,10 @@ def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unread
     keepers = keys.groupBy("spectrum_id").agg(F.min("_loc").alias("_loc"))  # one row per id: its first locator
     existing = _existing(spark, lake, "spectra", "spectrum_id")
     new_keys = (keepers.join(existing, "spectrum_id", "left_anti") if existing is not None else keepers).select(
-        "spectrum_id", F.col("_loc.source_file").alias("_f"), F.col("_loc.record_locator").alias("_l")).cache()
+        F.col("spectrum_id").alias("_id"), F.col("_loc.source_file").alias("_f"), F.col("_loc.record_locator").alias("_l")).cache()
     n_rows, n_distinct, n_new = good.count(), keepers.count(), new_keys.count()
     selector = F.broadcast(new_keys) if n_new <= 2_000_000 else new_keys
-    new_rows = good.join(selector, (good["spectrum_id"] == selector["spectrum_id"]) & (good["source_file"] == selector["_f"])
+    new_rows = good.join(selector, (good["spectrum_id"] == selector["_id"]) & (good["source_file"] == selector["_f"])
                          & (good["record_locator"] == selector["_l"]), "left_semi")
     _write_part(lake, "spectra", run_id, new_rows.select(*[F.col(f.name) for f in SPECTRA]), staging, pending,
                 settings, partition_by=("ionmode", "ms_level"), row_count=n_new)

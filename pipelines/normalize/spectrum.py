@@ -143,6 +143,9 @@ def normalize_record(record: RawRecord, *, source: str, settings: NormalizeSetti
         if precursor_mz is not None and settings.assume_ms2_with_precursor:
             ms_level = 2
             notes.append("MS level not stated; 2 assumed from the precursor m/z")
+        elif precursor_mz is None and _is_electron_ionization(md):
+            ms_level = 1
+            notes.append("MS level not stated; 1 assumed for an EI/GC spectrum without precursor")
         else:
             raise MissingMsLevelError(
                 f"MS level {clean_text(md.get('ms_level'))!r} not stated and not derivable (no precursor m/z)")
@@ -260,3 +263,11 @@ def _metadata_extra(record: RawRecord) -> dict[str, str]:
         text = json.dumps(list(value), ensure_ascii=False) if isinstance(value, (list, tuple)) else str(value)
         extra.setdefault(key, text)
     return extra
+
+
+def _is_electron_ionization(md: dict) -> bool:
+    """Whether the record says it is an electron-ionization (GC-EI) spectrum, which has no precursor."""
+    ionization = (clean_text(md.get("ionization")) or "").upper()
+    instrument_type = (clean_text(md.get("instrument_type")) or "").upper()
+    return ionization in ("EI", "ELECTRON IONIZATION") or "EI" in instrument_type.replace("ESI", "").split("-") \
+        or instrument_type.startswith("GC")

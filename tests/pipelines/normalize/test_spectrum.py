@@ -199,3 +199,33 @@ def test_errors_pickle_with_their_code():
         assert (type(back), back.reason_code, str(back)) == (type(exc), exc.reason_code, str(exc))
     with pytest.raises(ValueError):
         NormalizationError("made_up", "x")
+
+
+def test_ei_spectrum_without_precursor_or_level_is_ms1() -> None:
+    """A GC-EI record stating neither MS level nor precursor (NIST/Thermo MSP) is kept as MS1, with a note."""
+    from speclake.pipelines.normalize.spectrum import NormalizeSettings, normalize_record
+    from speclake.pipelines.readers.base import RawRecord
+
+    record = RawRecord(source_file="x.msp", locator="record 1 (line 1)", fmt="msp",
+                       metadata={"compound_name": "S-Carboxymethyl-L-cysteine, 3TMS", "ionization": "EI",
+                                 "instrument_type": "GC Orbitrap"},
+                       extra={}, mz=(52.57499, 73.04712), intensities=(1.0, 999.0))
+    row = normalize_record(record, source="test", settings=NormalizeSettings())
+    assert row["ms_level"] == 1, "an EI spectrum without precursor is MS1"
+    assert any("EI" in n for n in row["normalization_notes"]), "the assumption is noted"
+
+
+def test_esi_spectrum_without_precursor_or_level_is_quarantined() -> None:
+    """An ESI record with neither MS level nor precursor cannot be placed and raises missing_ms_level."""
+    import pytest
+
+    from speclake.pipelines.normalize.errors import NormalizationError
+    from speclake.pipelines.normalize.spectrum import NormalizeSettings, normalize_record
+    from speclake.pipelines.readers.base import RawRecord
+
+    record = RawRecord(source_file="x.msp", locator="record 1 (line 1)", fmt="msp",
+                       metadata={"ionization": "ESI", "instrument_type": "LC-ESI-QTOF"},
+                       extra={}, mz=(52.5, 73.0), intensities=(1.0, 999.0))
+    with pytest.raises(NormalizationError) as err:
+        normalize_record(record, source="test", settings=NormalizeSettings())
+    assert err.value.reason_code == "missing_ms_level", "ESI without precursor or level is not guessed"
