@@ -132,18 +132,28 @@ def test_malformed_inputs_land_in_quarantine_with_reasons(spark, bad_inputs: Pat
     assert report.records_read == report.spectra_accepted + report.quarantined, "nothing vanished"
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("pesticides.mgf", 76), ("massbank_five_spectra.msp", 5), ("riken_style_five_spectra.msp", 5),
-    ("MoNA-export-GC-MS-first10.msp", 10), ("gnps_spectra.json", None), ("testdata.mzml", 10),
-    ("testdata.mgf", None), ("comments_with_quotes.msp", None),
-])
-def test_every_reader_on_real_files(spark, tmp_path: Path, name: str, expected: int | None) -> None:
-    """Each real file of ../shared/data/formats ingests; known record counts are all accounted for."""
-    path = shared_path("formats", name)
-    report = _ingest(spark, [path], tmp_path / "lake")
-    if expected is not None:
-        assert report.records_read == expected, f"{name}: expected {expected} records, read {report.records_read}"
-    assert report.spectra_accepted > 0, f"{name}: some spectra must be accepted ({report.quarantine_reasons})"
+REAL_FILES = {  # file in ../shared/data/formats -> records it holds (every one must be accounted for)
+    "pesticides.mgf": 76, "massbank_five_spectra.msp": 5, "riken_style_five_spectra.msp": 5,
+    "MoNA-export-GC-MS-first10.msp": 10, "gnps_spectra.json": 5, "testdata.mzml": 10, "testdata.mgf": 30,
+    "comments_with_quotes.msp": 1,
+}
+
+
+def test_every_reader_on_real_files(spark, tmp_path: Path) -> None:
+    """All real files of ../shared/data/formats ingest in one run; per file, spectra + quarantine = its records."""
+    formats = shared_path("formats")
+    report = _ingest(spark, [formats / name for name in REAL_FILES], tmp_path / "lake")
+    con = connect(tmp_path / "lake")
+    per_file: dict[str, int] = {}
+    for table in ("spectra", "quarantine"):
+        for path, n in con.sql(f"SELECT source_file, count(*) FROM {table} GROUP BY 1").fetchall():
+            per_file[Path(path).name] = per_file.get(Path(path).name, 0) + n
+    spectra_files = {Path(r[0]).name for r in con.sql("SELECT DISTINCT source_file FROM spectra").fetchall()}
+    for name, expected in REAL_FILES.items():
+        assert per_file.get(name) == expected, f"{name}: expected {expected} records, lake has {per_file.get(name)}"
+        assert name in spectra_files, f"{name}: some spectra must be accepted ({report.quarantine_reasons})"
+    formats_seen = {r[0] for r in con.sql("SELECT DISTINCT source_format FROM spectra").fetchall()}
+    assert formats_seen == {"mgf", "msp", "gnps_json", "mzml"}, f"every reader contributes: {formats_seen}"
 
 
 def test_ingest_killed_before_commit_keeps_previous_version(spark, tmp_path: Path) -> None:
