@@ -14,6 +14,8 @@ the few spellings of the same ion (``[M+HCOOH-H]-`` / ``[M+HCO2]-`` ->
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import logging
 import re
 from dataclasses import dataclass
@@ -201,6 +203,7 @@ def _split_alternatives(text: str) -> list[str]:
     return parts or [text]
 
 
+@lru_cache(maxsize=8192)
 def parse_adduct(text: str, ionmode: str | None = None) -> Adduct:
     """Parse precursor-type / adduct text (``[M+H]+``, ``M-H``, ``[M+2H]++``, ``Cat`` ...) into an :class:`Adduct`.
 

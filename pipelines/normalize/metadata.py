@@ -9,6 +9,8 @@ record and notes it).
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import logging
 import re
 from typing import Iterable, Literal
@@ -186,6 +188,18 @@ def parse_int(value: object, what: str = "value") -> int | None:
 
 
 def parse_collision_energy(value: object) -> tuple[float | None, Literal["eV", "%"] | None]:
+    """Numeric collision energy and its unit (eV, % for NCE, or None) from text as written."""
+    if isinstance(value, str):
+        return _parse_collision_energy_text(value)
+    return _parse_collision_energy(value)
+
+
+@lru_cache(maxsize=8192)
+def _parse_collision_energy_text(value: str) -> tuple[float | None, Literal["eV", "%"] | None]:
+    return _parse_collision_energy(value)
+
+
+def _parse_collision_energy(value: object) -> tuple[float | None, Literal["eV", "%"] | None]:
     """(value, unit) of a collision energy as MassBank, MGF and MSP write it.
 
     ``35 % (nominal)``, ``30%``, ``30(NCE)``, ``40.0 NCE`` -> (35.0, "%") ...;
