@@ -4,11 +4,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
+
+LOG4J_CONFIG = Path(__file__).resolve().parent / "log4j2.properties"
 
 
 class SparkSettings(BaseModel):
@@ -48,7 +51,7 @@ def spark_conf(settings: SparkSettings) -> dict[str, Any]:
         "spark.sql.adaptive.enabled": "true",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.python.worker.reuse": "true",
-        "spark.driver.extraJavaOptions": "-Dlog4j2.level=WARN",
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
         "spark.sql.parquet.compression.codec": "zstd",
     }
     conf.update(settings.conf)
@@ -62,10 +65,12 @@ def get_spark(settings: SparkSettings | None = None):  # -> pyspark.sql.SparkSes
     settings = settings or SparkSettings()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if settings.master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # a laptop needs no routable address
     builder = SparkSession.builder.master(settings.master).appName(settings.app_name)
     for key, value in spark_conf(settings).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
+    spark.sparkContext.setLogLevel("ERROR")
     log.info("Spark %s on %s", spark.version, settings.master)
     return spark
