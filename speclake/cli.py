@@ -34,6 +34,9 @@ def _setup_logging(verbose: int) -> None:
 #: Command groups of later stages, imported only when used (keeps `speclake --help` fast).
 LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "index": ("speclake.index.cli", "index_cli", "Build and query sharded FAISS structure indexes."),
+    "features": ("speclake.pipelines.features.cli", "features_cmd",
+                 "Precompute fragmentation trees, patterns, reference similarities, Spec2Vec, descriptors."),
+    "tree": ("speclake.pipelines.features.cli", "tree_cmd", "Show the fragmentation tree of one spectrum."),
 }
 
 
@@ -221,8 +224,10 @@ def tables(lake_dir: str) -> None:
     """List the lake's tables: current version, rows, parts, schema version."""
     from speclake.lake.catalog import Lake
     from speclake.lake.schema import TABLES
+    from speclake.lake.sql import declare_stage_tables
 
     lake = Lake(lake_dir)
+    declare_stage_tables()
     current = lake.tables()
     rows = []
     for name in sorted(set(TABLES) | set(current)):
