@@ -1,0 +1,220 @@
+"""Structure embedders: a registry of name -> class, each with a version string.
+
+An embedder turns standardized SMILES into vectors of one kind:
+
+* ``binary``: packed bits (``uint8[n, dim // 8]``, little-endian bit order as in
+  RDKit's FPS text), compared by Tanimoto;
+* ``float``: ``float32[n, dim]``, L2-normalized, compared by cosine (inner product).
+
+Learned embedders (the arch5 structure encoder, descriptor vectors) plug in by
+subclassing :class:`Embedder` and decorating with :func:`register_embedder`.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from abc import ABC, abstractmethod
+from typing import ClassVar, Literal, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+_EMBEDDERS: dict[str, type["Embedder"]] = {}
+
+#: Modules that register embedders of later issues when imported (tried on first use of the name).
+PLUGIN_MODULES = {
+    "arch5": "speclake.training.embedders",
+    "descriptors": "speclake.training.embedders",
+}
+
+#: Embeddings the design names that arrive with later issues; asked for, they get a clear error.
+PENDING_EMBEDDERS = {
+    "arch5": "the arch5 structure/spectrum encoder is added by the training issue; "
+    "until a trained model is registered, build with --embedding fingerprint",
+    "descriptors": "descriptor vectors are added by the training issue",
+}
+
+
+class EmbedderUnavailable(ValueError):
+    """The named embedder is not registered (or not yet available)."""
+
+
+class Embedder(ABC):
+    """Turns standardized SMILES into fixed-size vectors; one instance loads its model once."""
+
+    name: ClassVar[str]
+    kind: ClassVar[Literal["binary", "float"]]
+    metric: ClassVar[Literal["tanimoto", "cosine"]]
+    embeds_spectra: ClassVar[bool] = False
+    uses_gpu: ClassVar[bool] = False
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Bits (binary) or floats (float) per vector."""
+
+    @property
+    @abstractmethod
+    def version(self) -> str:
+        """Changes whenever the vectors would change (model weights, parameters, library version)."""
+
+    @property
+    def code_size(self) -> int:
+        """Bytes per stored vector."""
+        return self.dim // 8 if self.kind == "binary" else 4 * self.dim
+
+    @abstractmethod
+    def embed_smiles(self, smiles: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(vectors, ok)``: one row per input and a bool mask of rows that could be embedded."""
+
+    def describe(self) -> dict[str, object]:
+        """What the manifest records about the embedding."""
+        return {"name": self.name, "version": self.version, "kind": self.kind, "dim": self.dim, "metric": self.metric}
+
+    def arrow_type(self) -> pa.DataType:
+        """Arrow type of one stored vector."""
+        if self.kind == "binary":
+            return pa.binary(self.code_size)
+        return pa.list_(pa.float32(), self.dim)
+
+
+def register_embedder(cls: type[Embedder]) -> type[Embedder]:
+    """Class decorator: register an embedder under its ``name``."""
+    existing = _EMBEDDERS.get(cls.name)
+    if existing is not None and existing is not cls:
+        raise ValueError(f"embedder {cls.name!r} is already registered by {existing.__qualname__}")
+    _EMBEDDERS[cls.name] = cls
+    return cls
+
+
+def available_embedders() -> list[str]:
+    """Names of the registered embedders."""
+    return sorted(_EMBEDDERS)
+
+
+def get_embedder(name: str) -> Embedder:
+    """Instantiate the registered embedder ``name`` or raise :class:`EmbedderUnavailable` saying why."""
+    cls = _EMBEDDERS.get(name)
+    if cls is None and name in PLUGIN_MODULES:
+        try:
+            importlib.import_module(PLUGIN_MODULES[name])
+        except ImportError:
+            log.debug("embedder plug-in module %s not importable", PLUGIN_MODULES[name])
+        cls = _EMBEDDERS.get(name)
+    if cls is None:
+        known = ", ".join(available_embedders())
+        why = PENDING_EMBEDDERS.get(name)
+        if why:
+            raise EmbedderUnavailable(f"embedding {name!r} is not available yet: {why} (available: {known})")
+        raise EmbedderUnavailable(f"unknown embedding {name!r}; available: {known}")
+    return cls()
+
+
+@register_embedder
+class MorganFingerprint(Embedder):
+    """RDKit Morgan fingerprint, radius 2, 2048 bits (rdFingerprintGenerator), compared by Tanimoto."""
+
+    name = "fingerprint"
+    kind = "binary"
+    metric = "tanimoto"
+    radius = 2
+    n_bits = 2048
+
+    def __init__(self) -> None:
+        from rdkit import RDLogger, rdBase
+        from rdkit.Chem import rdFingerprintGenerator
+
+        RDLogger.DisableLog("rdApp.*")
+        self._rdkit_version = rdBase.rdkitVersion
+        self._generator = rdFingerprintGenerator.GetMorganGenerator(radius=self.radius, fpSize=self.n_bits)
+
+    @property
+    def dim(self) -> int:
+        return self.n_bits
+
+    @property
+    def version(self) -> str:
+        return f"morgan-r{self.radius}-{self.n_bits}-rdkit{self._rdkit_version}"
+
+    def embed_smiles(self, smiles: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        from rdkit import Chem
+
+        bits = np.zeros((len(smiles), self.n_bits), dtype=np.uint8)
+        ok = np.zeros(len(smiles), dtype=bool)
+        for i, smi in enumerate(smiles):
+            mol = Chem.MolFromSmiles(smi) if smi else None
+            if mol is None:
+                continue
+            bits[i] = self._generator.GetFingerprintAsNumPy(mol)
+            ok[i] = True
+        return np.packbits(bits, axis=1, bitorder="little"), ok
+
+    def embed_mols(self, mols: Sequence[object]) -> np.ndarray:
+        """Packed fingerprints of RDKit molecules (all must be valid)."""
+        bits = np.stack([self._generator.GetFingerprintAsNumPy(m) for m in mols]) if mols else np.zeros(
+            (0, self.n_bits), np.uint8)
+        return np.packbits(bits.astype(np.uint8), axis=1, bitorder="little")
+
+
+def vectors_to_arrow(vectors: np.ndarray, embedder: Embedder) -> pa.Array:
+    """Pack a vector matrix into an Arrow array of the embedder's type."""
+    n = vectors.shape[0]
+    if embedder.kind == "binary":
+        buf = np.ascontiguousarray(vectors, dtype=np.uint8).tobytes()
+        return pa.FixedSizeBinaryArray.from_buffers(pa.binary(embedder.code_size), n, [None, pa.py_buffer(buf)])
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, embedder.dim)
+
+
+def arrow_to_vectors(array: pa.Array | pa.ChunkedArray, kind: str, dim: int) -> np.ndarray:
+    """Inverse of :func:`vectors_to_arrow`: an Arrow vector column as a numpy matrix."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+    n = len(array)
+    if kind == "binary":
+        width = dim // 8
+        if pa.types.is_fixed_size_binary(array.type):
+            data = np.frombuffer(array.buffers()[1], dtype=np.uint8)
+            start = array.offset * width
+            return data[start:start + n * width].reshape(n, width)
+        if array.null_count:
+            raise ValueError("vector column has nulls")
+        otype = np.int64 if pa.types.is_large_binary(array.type) else np.int32
+        offsets = np.frombuffer(array.buffers()[1], dtype=otype)[array.offset:array.offset + n + 1]
+        if n and not np.all(np.diff(offsets) == width):
+            raise ValueError(f"binary vectors are not all {width} bytes long")
+        data = np.frombuffer(array.buffers()[2], dtype=np.uint8)
+        return data[offsets[0]:offsets[0] + n * width].reshape(n, width)
+    values = array.flatten().to_numpy(zero_copy_only=False)
+    return values.astype(np.float32, copy=False).reshape(n, dim)
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """L2-normalize float vectors (zero rows stay zero)."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+
+
+class EmbedActor:
+    """Ray Data actor: loads the embedder (model) once, embeds batches of ``inchikey, smiles`` rows.
+
+    Takes the embedder class (pickled by reference), so a plug-in's module is imported in the worker.
+    """
+
+    def __init__(self, embedder_cls: type[Embedder] | str) -> None:
+        self.embedder = get_embedder(embedder_cls) if isinstance(embedder_cls, str) else embedder_cls()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        smiles = batch.column("smiles").to_pylist()
+        vectors, ok = self.embedder.embed_smiles(smiles)
+        if self.embedder.kind == "float":
+            vectors = normalize_rows(vectors)
+        return pa.table(
+            {
+                "inchikey": batch.column("inchikey"),
+                "vector": vectors_to_arrow(vectors, self.embedder),
+                "ok": pa.array(ok),
+            }
+        )

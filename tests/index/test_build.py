@@ -1,0 +1,100 @@
+"""Tests of index.build: quarantine of corrupt records, incremental add, reuse, manifest."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from speclake.index.build import build_index
+from speclake.index.search import StructureIndex
+from speclake.index.settings import IndexSettings
+from tests.index.conftest import read_smiles
+from tests.index.test_sources import write_sdf
+
+SMALL = IndexSettings(shard_target_size=40, flat_max=30, exact_scan_max=8)
+
+
+def write_smiles(path: Path, records: list[tuple[str, str]]) -> Path:
+    path.write_text("".join(f"{s}\t{r}\n" for s, r in records))
+    return path
+
+
+def test_corrupt_records_quarantined(ray_local, tmp_path: Path, shipped_smiles: Path) -> None:
+    """Corrupt SDF and SMILES records end in quarantine with reason codes and locators; the rest is indexed."""
+    recs = read_smiles(shipped_smiles, 30)
+    sdf = write_sdf(tmp_path / "Compound_000000001_000000030.sdf.gz", recs[:10],
+                    corrupt={1: "no_m_end", 4: "bad_atoms"})
+    smi_recs = recs[10:] + [("C1CC(", "BAD1"), ("c1cccc1X", "BAD2")]
+    smi = write_smiles(tmp_path / "more.smi", smi_recs)
+    (tmp_path / "cids.tsv").write_text("101\tCCO\n102\t\n")
+    report = build_index([sdf, smi, tmp_path / "cids.tsv"], tmp_path / "lake", settings=SMALL)
+    assert report.records_read == 10 + 22 + 2
+    assert report.quarantined == {"invalid_molblock": 1, "invalid_structure": 2, "malformed_sdf_record": 1,
+                                  "missing_smiles": 1}
+    idx = tmp_path / "lake" / "index" / "fingerprint"
+    manifest = json.loads((idx / "manifest.json").read_text())
+    q = pq.read_table(idx / manifest["version_dir"] / "quarantine.parquet").to_pylist()
+    by_code = {r["reason_code"]: r for r in q}
+    assert by_code["malformed_sdf_record"]["record_locator"].startswith("record:2,")
+    assert by_code["malformed_sdf_record"]["stage"] == "read"
+    assert by_code["invalid_molblock"]["record_locator"].startswith("record:5,")
+    assert {r["record_locator"] for r in q if r["reason_code"] == "invalid_structure"} == {"line:21", "line:22"}
+    assert all(r["reason"] for r in q)
+    with StructureIndex.open(idx) as ix:
+        assert len(ix) == report.structures == 10 - 2 + 20 + 1
+        names = ix.catalog.sql("SELECT compound_name FROM structures WHERE source = 'pubchem_sdf' "
+                               "AND record_id = ?", [recs[0][1]]).column(0).to_pylist()
+        assert names == [f"name of {recs[0][1]}"]
+
+
+def test_incremental_add(ray_local, tmp_path: Path, shipped_smiles: Path) -> None:
+    """--add embeds only new InChIKeys, keeps old structures, reuses unchanged shards, finds the new ones;
+    the manifest records settings, embedding version and shards."""
+    recs = read_smiles(shipped_smiles, 300)
+    first = write_smiles(tmp_path / "a.smi", recs[:200])
+    lake = tmp_path / "lake"
+    r1 = build_index([first], lake, settings=SMALL)
+    assert r1.embedded_new == r1.structures and r1.shards_reused == 0
+    check_manifest(lake / "index" / "fingerprint", r1.structures)
+    # same sources again: nothing embedded, every shard reused; scratch of a crashed build is removed
+    stale = lake / "index" / "fingerprint" / "_staging" / "20000101T000000-dead00"
+    stale.mkdir(parents=True)
+    r2 = build_index([first], lake, settings=SMALL)
+    assert not stale.exists()
+    assert (r2.embedded_new, r2.shards_built, r2.shards_reused) == (0, 0, r1.shards_built)
+    # add 100 new plus 20 already indexed
+    second = write_smiles(tmp_path / "b.smi", recs[180:300])
+    r3 = build_index([second], lake, settings=SMALL, add=True)
+    assert r3.records_read == 120
+    assert r3.embedded_new == 100
+    assert r3.structures == r1.structures + 100
+    assert r3.duplicates_merged >= 20
+    idx = lake / "index" / "fingerprint"
+    with StructureIndex.open(idx) as ix:
+        assert len(ix) == r3.structures
+        smi, rid = recs[250]
+        mass = ix.catalog.sql("SELECT monoisotopic_mass FROM structures WHERE record_id = ?", [rid]).column(0)[0].as_py()
+        hit = ix.query(mass=mass, ppm=5, smiles=smi, k=1).to_pylist()[0]
+        assert hit["record_id"] == rid and hit["score"] == 1.0
+        old_smi, old_rid = recs[5]
+        assert ix.catalog.lookup(inchikeys=[]).num_rows == 0
+        assert old_rid in ix.catalog.sql("SELECT record_id FROM structures").column(0).to_pylist()
+    manifest = json.loads((idx / "manifest.json").read_text())
+    assert manifest["previous_run_id"] is not None
+    assert len([p for p in idx.glob("v-*")]) <= SMALL.keep_versions
+    assert not (idx / "_staging").exists()
+
+
+def check_manifest(idx: Path, count: int) -> None:
+    """The manifest stores the settings (re-validated with extra='forbid'), embedding version and shards."""
+    manifest = json.loads((idx / "manifest.json").read_text())
+    assert IndexSettings.model_validate(manifest["settings"]) == SMALL
+    assert manifest["embedding"]["version"].startswith("morgan-r2-2048")
+    assert sum(s["count"] for s in manifest["shards"]) == manifest["count"] == count
+    for s in manifest["shards"]:
+        assert s["lo_edge"] <= s["mass_min"] <= s["mass_max"] < s["hi_edge"]
+        assert s["index_type"] in {"flat", "binary_hnsw"}
+    with pytest.raises(ValueError):
+        IndexSettings.model_validate({**manifest["settings"], "typo": 1})

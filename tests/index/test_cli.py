@@ -1,0 +1,58 @@
+"""Tests of index.cli: build and query through click, clear errors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from speclake.index.cli import index_cli
+from tests.index.conftest import read_smiles
+
+
+def test_query_cli(built_index: Path, shipped_smiles: Path, tmp_path: Path) -> None:
+    """'index query' prints a ranked table; --batch reads a TSV; --output writes Parquet."""
+    smi, rid = read_smiles(shipped_smiles, 1)[0]
+    runner = CliRunner()
+    from speclake.index.search import StructureIndex
+
+    with StructureIndex.open(built_index) as ix:
+        mass = ix.catalog.sql("SELECT monoisotopic_mass FROM structures WHERE record_id = ?", [rid]).column(0)[0].as_py()
+    res = runner.invoke(index_cli, ["query", "--index", str(built_index), "--smiles", smi, "--mass", f"{mass:.5f}",
+                                    "--ppm", "50", "-k", "3"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().split("\n")
+    assert lines[0].startswith("rank\tscore") and rid in lines[1] and len(lines) >= 2
+    batch = tmp_path / "q.tsv"
+    batch.write_text(f"mass\tsmiles\n\t{smi}\n281.0834\t{smi}\n")
+    res = runner.invoke(index_cli, ["query", "--index", str(built_index), "--batch", str(batch), "-k", "2",
+                                    "--output", str(tmp_path / "out.parquet")])
+    assert res.exit_code == 0, res.output
+    assert "4 hits written" in res.output
+
+
+def test_query_cli_errors(built_index: Path, tmp_path: Path) -> None:
+    """Spectrum queries on a fingerprint index and a missing index give short errors, not tracebacks."""
+    spec = tmp_path / "s.mgf"
+    spec.write_text("BEGIN IONS\nPEPMASS=300\n100 1\nEND IONS\n")
+    runner = CliRunner()
+    res = runner.invoke(index_cli, ["query", "--index", str(built_index), "--mass", "300", "--spectrum", str(spec)])
+    assert res.exit_code == 1 and "learned spectrum/structure embedding" in res.output
+    res = runner.invoke(index_cli, ["query", "--index", str(tmp_path / "none"), "--smiles", "CCO"])
+    assert res.exit_code == 1 and "no structure index" in res.output
+
+
+def test_build_cli(ray_local, tmp_path: Path, shipped_smiles: Path) -> None:
+    """'index build' accepts files listed after --structures and reports counts; bad embedding is refused."""
+    src = tmp_path / "a.smi"
+    src.write_text("".join(f"{s}\t{r}\n" for s, r in read_smiles(shipped_smiles, 30)))
+    src2 = tmp_path / "b.smi"
+    src2.write_text("C1CC(\tBAD\n")
+    runner = CliRunner()
+    res = runner.invoke(index_cli, ["build", "--structures", str(src), str(src2), "--lake", str(tmp_path / "lake"),
+                                    "--shard-size", "20"])
+    assert res.exit_code == 0, res.output
+    assert "structures" in res.output and "invalid_structure" in res.output
+    res = runner.invoke(index_cli, ["build", "--structures", str(src), "--lake", str(tmp_path / "lake"),
+                                    "--embedding", "arch5"])
+    assert res.exit_code == 1 and "training issue" in res.output
+    assert "--ppm" in runner.invoke(index_cli, ["query", "--help"]).output
