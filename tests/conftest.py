@@ -30,3 +30,35 @@ def spark():
     session = get_spark(SparkSettings(master="local[2]", driver_memory="2g", shuffle_partitions=4))
     yield session
     session.stop()
+
+
+def sample_feature_settings():
+    """FeaturesSettings sized for the ~300 spectra of the bundled sample."""
+    from speclake.pipelines.features.job import FeaturesSettings
+    from speclake.pipelines.features.patterns import PatternSettings
+    from speclake.pipelines.features.refpanel import RefSimSettings
+    from speclake.pipelines.features.spec2vec import Spec2VecSettings
+
+    return FeaturesSettings(
+        patterns=PatternSettings(min_support=0.04, max_rules=2000, n_motifs=8, lda_min_df=2, lda_max_iter=10,
+                                 max_mining_seconds=120),
+        refsim=RefSimSettings(panel_size=20),
+        spec2vec=Spec2VecSettings(min_count=2, vector_size=32),
+    )
+
+
+@pytest.fixture(scope="session")
+def sample_feature_lake(spark, tmp_path_factory):
+    """The bundled MassBank sample ingested, then every feature computed with settings sized for ~300 spectra.
+
+    Shared by the feature integration tests and the training tests (one Spark run per test session).
+    Returns (lake root, FeaturesReport).
+    """
+    from speclake.pipelines.features.job import run_features
+    from speclake.pipelines.ingest import IngestSettings, run_ingest
+
+    settings = sample_feature_settings()
+    root = tmp_path_factory.mktemp("sample-feature-lake")
+    run_ingest([str(SAMPLE / "massbank_sample.txt.gz")], root, IngestSettings(), spark=spark)
+    report = run_features(root, settings, spark=spark)
+    return root, report
