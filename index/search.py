@@ -53,6 +53,17 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def _take_rows(table: pa.Table, positions: np.ndarray) -> pa.Table:
+    """Rows of a (memory-mapped, many-batch) table: row slices for a few rows, ``take`` for many.
+
+    ``take`` over a large chunked table costs milliseconds whatever the row count; a one-row
+    slice is zero-copy, so a query's k hits cost microseconds.
+    """
+    if len(positions) > 256:
+        return table.take(pa.array(positions))
+    return pa.concat_tables([table.slice(int(p), 1) for p in positions]) if len(positions) else table.slice(0, 0)
+
+
 def ppm_window(mass: float, ppm: float) -> tuple[float, float]:
     """Inclusive mass window of ``ppm`` parts per million around ``mass``."""
     if ppm < 0:
@@ -224,7 +235,7 @@ class StructureIndex:
         order_parts, tables = [], []
         for serial in np.unique(serials):
             sel = np.nonzero(serials == serial)[0]
-            tables.append(self._by_serial[int(serial)].meta.take(pa.array(positions[sel])))
+            tables.append(_take_rows(self._by_serial[int(serial)].meta, positions[sel]))
             order_parts.append(sel)
         if tables:
             meta = pa.concat_tables(tables)
