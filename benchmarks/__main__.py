@@ -1,0 +1,47 @@
+"""Run speclake's benchmarks: ``python -m benchmarks [NAME ...] [-- ARGS]``.
+
+Each benchmark prints its own table. NAME is one of:
+
+    ingest     speclake ingest vs matchms (load_from_msp + default_filters), MassBank, local[1] and local[2]
+    fragtrees  fragmentation trees vs PK$ANNOTATION (a), hidden-formula top-1/top-5 (b), trees/s per core
+    features   the Spark feature job over the MassBank lake: wall time per stage, rules, motifs
+    index      sharded FAISS index vs flat FAISS and RDKit BulkTanimotoSimilarity at 2.5M structures
+
+Without NAME all of them run in this order (hours on 2 cores; see README "Benchmarks").
+Arguments after ``--`` go to every named benchmark, e.g. ``python -m benchmarks index -- --limit 20000``.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+BENCHMARKS: dict[str, str] = {
+    "ingest": "benchmarks.ingest_bench",
+    "fragtrees": "benchmarks.fragtree_check",
+    "features": "benchmarks.features_bench",
+    "index": "benchmarks.index_bench",
+}
+
+
+def main(argv: list[str]) -> int:
+    """Run the named benchmarks (all when none is named); return the worst exit status."""
+    if "-h" in argv or "--help" in argv[: argv.index("--") if "--" in argv else len(argv)]:
+        print(__doc__)
+        return 0
+    names, extra = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}", file=sys.stderr)
+        return 2
+    status = 0
+    for name in names or list(BENCHMARKS):
+        logging.getLogger("benchmarks").info("benchmark %s", name)
+        rc = importlib.import_module(BENCHMARKS[name]).main(list(extra))
+        status = max(status, int(rc or 0))
+    return status
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    sys.exit(main(sys.argv[1:]))
