@@ -204,23 +204,22 @@ def _greedy_sum(pairs: _Pairs, values: np.ndarray, n_refs: int) -> np.ndarray:
     conflicted[pairs.ref[shared]] = True
     clean = ~conflicted[pairs.ref]
     out += np.bincount(pairs.ref[clean], weights=values[clean], minlength=n_refs)
-    for k in np.flatnonzero(conflicted):
-        sel = np.flatnonzero(pairs.ref == k)
-        order = np.lexsort((pairs.qpeak[sel], pairs.rpeak[sel], pairs.shifted[sel]))
-        sel = sel[order]
-        vals = values[sel]
-        sel = sel[np.argsort(vals, kind="mergesort")[::-1]]
+    # References with shared peaks: one greedy pass over all their pairs, grouped by reference.
+    # Within a reference, matchms' order is value descending, ties in reverse (shifted, ref peak,
+    # query peak) order (a reversed stable ascending sort); one lexsort gives that for every reference.
+    idx = np.flatnonzero(~clean)
+    if len(idx):
+        order = np.lexsort((-pairs.qpeak[idx], -pairs.rpeak[idx], -pairs.shifted[idx].astype(np.int8),
+                            -values[idx], pairs.ref[idx]))
+        idx = idx[order]
         used_r: set[int] = set()
         used_q: set[int] = set()
-        total = 0.0
-        for idx in sel:
-            r, q = int(pairs.rpeak[idx]), int(pairs.qpeak[idx])
-            if r in used_r or q in used_q:
+        for i, kr, kq in zip(idx.tolist(), key_r[idx].tolist(), key_q[idx].tolist()):
+            if kr in used_r or kq in used_q:
                 continue
-            used_r.add(r)
-            used_q.add(q)
-            total += float(values[idx])
-        out[k] = total
+            used_r.add(kr)
+            used_q.add(kq)
+            out[pairs.ref[i]] += values[i]
     return out
 
 
