@@ -18,7 +18,7 @@ from speclake.lake.schema import TABLES, TableSpec
 log = logging.getLogger(__name__)
 
 #: Modules of later stages that declare their own tables (imported so their views are typed even when empty).
-TABLE_MODULES = ("speclake.pipelines.features.tables", "speclake.index.tables")
+TABLE_MODULES = ("speclake.pipelines.features.tables", "speclake.index.tables", "speclake.training.tables")
 
 
 def declare_stage_tables() -> None:
@@ -39,13 +39,19 @@ def _file_list(files: list[str]) -> str:
     return "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
 
 
-def _select_list(spec: TableSpec, con: duckdb.DuckDBPyConnection) -> str:
-    """Columns in schema order; hive partition columns cast back to their declared type."""
+def _select_list(spec: TableSpec, con: duckdb.DuckDBPyConnection, present: set[str]) -> str:
+    """Columns in schema order; hive partition columns cast back to their declared type.
+
+    A declared column absent from every part (written before the column was added to the
+    schema) reads as NULL of its declared type, so older parts stay queryable.
+    """
+    empty_types = con.sql(f"SELECT * FROM __empty_{spec.name}").types
     cols = []
-    for f in spec.schema:
-        if f.name in spec.partition_by:
-            duck_type = con.sql(f"SELECT * FROM __empty_{spec.name}").types[spec.schema.get_field_index(f.name)]
-            cols.append(f"CAST({_quote(f.name)} AS {duck_type}) AS {_quote(f.name)}")
+    for i, f in enumerate(spec.schema):
+        if f.name not in present:
+            cols.append(f"CAST(NULL AS {empty_types[i]}) AS {_quote(f.name)}")
+        elif f.name in spec.partition_by:
+            cols.append(f"CAST({_quote(f.name)} AS {empty_types[i]}) AS {_quote(f.name)}")
         else:
             cols.append(_quote(f.name))
     return ", ".join(cols)
@@ -61,7 +67,8 @@ def view_sql(lake: Lake, name: str, con: duckdb.DuckDBPyConnection, version: int
     source = f"read_parquet({_file_list(files)}, hive_partitioning={'true' if hive else 'false'}, union_by_name=true)"
     if spec is None:
         return f"SELECT * FROM {source}"
-    return f"SELECT {_select_list(spec, con)} FROM {source}"
+    present = {row[0] for row in con.sql(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    return f"SELECT {_select_list(spec, con, present)} FROM {source}"
 
 
 def connect(

@@ -37,6 +37,13 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "features": ("speclake.pipelines.features.cli", "features_cmd",
                  "Precompute fragmentation trees, patterns, reference similarities, Spec2Vec, descriptors."),
     "tree": ("speclake.pipelines.features.cli", "tree_cmd", "Show the fragmentation tree of one spectrum."),
+    "train": ("speclake.training.cli", "train_cmd", "Train a model (arch1-arch5) under Ray Train and register it."),
+    "tune": ("speclake.training.cli", "tune_cmd", "Tune an architecture's hyperparameters with Ray Tune (Optuna + ASHA)."),
+    "models": ("speclake.training.cli", "models_cmd", "List the trained models of a lake."),
+    "evaluate": ("speclake.training.evaluate_cli", "evaluate_cmd",
+                 "Evaluate models vs. baselines, library search, random and prior on the same candidates."),
+    "explain": ("speclake.training.evaluate_cli", "explain_cmd",
+                "Per-peak integrated gradients of a model's descriptor prediction."),
 }
 
 

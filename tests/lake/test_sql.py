@@ -37,3 +37,16 @@ def test_views_read_current_version_and_export(tmp_path: Path) -> None:
     assert pq.read_table(out_pq).num_rows == 3, "Parquet export keeps 3 rows"
     with pytest.raises(ValueError, match=".csv or .parquet"):
         export(con.sql("SELECT 1"), tmp_path / "q.xlsx")
+
+
+def test_parts_written_before_a_column_was_added_read_it_as_null(tmp_path: Path) -> None:
+    """A part lacking a declared column (older schema) reads that column as typed NULL; other tables unaffected."""
+    lake = Lake(tmp_path / "lake", create=True)
+    tmp = lake.staging("r1") / "q"
+    tmp.mkdir()
+    pq.write_table(_quarantine_rows(2, "r1").drop_columns(["raw_excerpt"]), tmp / "p.parquet")
+    lake.commit({"quarantine": PendingVersion((publish_part(lake, "quarantine", "r1", tmp),), 2)}, run_id="r1")
+    con = connect(tmp_path / "lake")
+    rows = con.sql("SELECT raw_excerpt, typeof(raw_excerpt) FROM quarantine").fetchall()
+    assert rows == [(None, "VARCHAR")] * 2, "the missing column must read as NULL of its declared type"
+    assert con.sql("SELECT count(*) FROM spectra").fetchall()[0][0] == 0, "other views still open"

@@ -1,0 +1,56 @@
+"""Training fixtures: one local Ray (2 CPUs) for the session, and models trained once and shared."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+
+#: Tiny architecture settings so a Ray Train run on the ~200 sample spectra takes seconds.
+TINY_MODELS = {
+    "arch1": {"hidden": [16, 8], "dropout": 0.0},
+    "arch2": {"trunk": [32], "group_hidden": 8, "n_groups": 4, "dropout": 0.0},
+    "arch2-flat": {"trunk": [32], "dropout": 0.0},
+    "arch3": {"block_hidden": 8, "spectrum_hidden": 16, "hidden": [16], "dropout": 0.0},
+    "arch4": {"hidden": [32], "embedding_dim": 16, "dropout": 0.0},
+    "arch5": {"spectrum_hidden": [32], "graph_hidden": 16, "mp_layers": 2, "embedding_dim": 16, "dropout": 0.0},
+}
+
+
+def tiny_settings(arch: str, **train):
+    """RunSettings of ``arch`` sized for the sample lake: 2 workers of half a CPU each."""
+    from speclake.training.trainer import RunSettings
+
+    t = {"epochs": 2, "batch_size": 32, "num_workers": 2, "cpus_per_worker": 0.5, "lr": 3e-3, **train}
+    return RunSettings(arch=arch, model=TINY_MODELS[arch], train=t, descriptors={"min_positives": 3})
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray with 2 CPUs for every training test; shut down at the end."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def trained(sample_feature_lake, ray_session):
+    """Train (once per session, on demand) a tiny model of an architecture: ``trained(arch) -> TrainResult``."""
+    from speclake.training.trainer import train_model
+
+    lake, _ = sample_feature_lake
+    cache: dict = {}
+
+    def get(arch: str):
+        if arch not in cache:
+            cache[arch] = train_model(lake, tiny_settings(arch))
+        return cache[arch]
+
+    return get

@@ -1,0 +1,452 @@
+"""Ray Train driver for every neural architecture.
+
+:func:`train_model` builds the examples (Ray Data, streamed from the lake), fits the descriptor
+space and arch-specific context on training structures, runs a ``TorchTrainer`` (DDP over
+``num_workers`` workers, CPU or GPU) with a checkpoint each epoch under ``<lake>/models/_ray/<id>``,
+stops early on validation loss, and registers the best weights in ``<lake>/models/<id>/``.
+An interrupted run resumes from its latest checkpoint when started again with ``resume=True``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from speclake.training.data import Examples, load_examples
+from speclake.training.encoding import BinSettings, DescriptorSettings
+from speclake.training.models import ARCH_KIND, ModelContext, arch_settings, check_arch
+from speclake.training.split import SplitSettings
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+
+
+class TrainSettings(BaseModel):
+    """Optimisation and scaling of one training run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(30, ge=1, description="Maximum epochs.")
+    batch_size: int = Field(64, ge=2, description="Spectra per batch and worker.")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
+    weight_decay: float = Field(0.0, ge=0)
+    patience: int = Field(5, ge=1, description="Stop after this many epochs without a better validation loss.")
+    seed: int = 0
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP processes).")
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPUs reserved per worker.")
+    pos_weight_max: float = Field(10.0, ge=1, description="Cap of the per-descriptor BCE positive weight (n_neg/n_pos).")
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads per worker.")
+    fail_after_epoch: int | None = Field(
+        None, ge=1, description="Testing aid: raise after checkpointing this epoch, as an interruption would.")
+
+
+class RunSettings(BaseModel):
+    """Everything that defines a trained model; saved as settings.json beside it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arch: str
+    model: dict[str, Any] = Field(default_factory=dict, description="Settings of the architecture (see its Settings class).")
+    train: TrainSettings = TrainSettings()
+    split: SplitSettings = SplitSettings()
+    descriptors: DescriptorSettings = DescriptorSettings()
+    bins: BinSettings = BinSettings()
+    ms_level: int = Field(2, ge=2)
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, v: str) -> str:
+        return check_arch(v)
+
+    @model_validator(mode="after")
+    def _model_settings_valid(self) -> "RunSettings":
+        arch_settings(self.arch, self.model)  # unknown or invalid architecture settings raise here
+        return self
+
+    def validated_model(self) -> dict[str, Any]:
+        """The architecture settings with defaults filled in (unknown keys raise)."""
+        return arch_settings(self.arch, self.model).model_dump(mode="json")
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    model_id: str
+    path: Path
+    metrics: dict[str, Any]
+
+
+# -- driver-side preparation -------------------------------------------------------------------
+
+def build_context(examples: Examples, settings: RunSettings) -> ModelContext:
+    """Model context fitted on training structures only: descriptors, arch2 groups, BCE positive weights."""
+    from speclake.training.data import fit_descriptor_space, train_structure_rows
+    from speclake.training.encoding import DescriptorSpace
+    from speclake.training.models.arch2 import descriptor_groups
+
+    model = settings.validated_model()
+    ctx = ModelContext(arch=settings.arch, model=model, bins=settings.bins.model_dump(),
+                       block_dims=dict(examples.block_dims))
+    if ARCH_KIND[settings.arch] == "descriptors":
+        space: DescriptorSpace = fit_descriptor_space(examples, settings.descriptors)
+        rows = train_structure_rows(examples)
+        y = space.targets(rows, settings.descriptors.families)
+        ctx.descriptors = space.names
+        pos = y.sum(0).astype(np.float64)
+        ctx.pos_weight = np.clip((len(y) - pos) / np.maximum(pos, 1), 1.0, settings.train.pos_weight_max).tolist()
+        if settings.arch == "arch2":
+            ctx.groups = descriptor_groups(y, model["n_groups"])
+    return ctx
+
+
+def negative_pool(examples: Examples, lake_dir: str | Path, k: int = 8) -> dict[str, Any]:
+    """arch5 hard negatives: training-split lake compounds, and per training structure the pool entries
+    of the same formula (isobaric), topped up with the nearest by monoisotopic mass."""
+    from speclake.lake import sql
+    from speclake.training.split import assign_split
+
+    con = sql.connect(lake_dir, threads=2)
+    try:
+        rows = con.execute("SELECT inchikey14, any_value(smiles), any_value(formula), any_value(monoisotopic_mass) "
+                           "FROM compounds WHERE inchikey14 IS NOT NULL GROUP BY 1 ORDER BY 1").fetchall()
+    finally:
+        con.close()
+    rows = [r for r in rows if len(r[0]) == 14 and assign_split(r[0], examples.split) == "train"]
+    keys = [r[0] for r in rows]
+    masses = np.asarray([r[3] if r[3] is not None else np.inf for r in rows], np.float64)
+    by_formula: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_formula.setdefault(r[2] or "", []).append(i)
+    order = np.argsort(masses, kind="stable")
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    negatives: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        same = [j for j in by_formula[rows[i][2] or ""] if j != i][:k]
+        window = order[max(0, rank[i] - k): rank[i] + k + 1]  # the 2k nearest in mass, from the sorted order
+        near = sorted((j for j in window if j != i and j not in same and np.isfinite(masses[j])),
+                      key=lambda j: abs(masses[j] - masses[i]))
+        negatives[key] = [int(j) for j in same] + [int(j) for j in near[: max(0, k - len(same))]]
+    return {"inchikey14": keys, "smiles": [r[1] for r in rows], "negatives": negatives}
+
+
+# -- the training loop (runs in each Ray Train worker, or in a Ray Tune trial) --------------------
+
+def _batches(source, batch_size: int, shuffle: bool, seed: int) -> Iterator[dict]:
+    kwargs = {"local_shuffle_buffer_size": 4 * batch_size, "local_shuffle_seed": seed} if shuffle else {}
+    yield from source.iter_batches(batch_size=batch_size, batch_format="numpy", **kwargs)
+
+
+def _allreduce_sum(values: list[float]) -> list[float]:
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def _run_epoch(model, optimizer, batches: Iterable[dict], state, device, train: bool) -> tuple[float, int]:
+    import torch
+
+    from speclake.training.tasks import step_loss
+
+    model.train(train)
+    total, n_total = 0.0, 0
+    for batch in batches:
+        with torch.set_grad_enabled(train):
+            loss, n = step_loss(model, batch, state, device)
+            if n == 0 or not loss.requires_grad:  # keep every DDP rank's backward identical
+                loss = loss + sum((p * 0).sum() for p in model.parameters())
+        if train:
+            optimizer.zero_grad()
+            loss.backward()  # every rank steps every batch, so DDP's all-reduce stays in lock-step
+            optimizer.step()
+        total += float(loss.detach()) * n
+        n_total += n
+    return total, n_total
+
+
+def train_loop(config: dict[str, Any], io: "LoopIO") -> None:
+    """Epochs of training with validation, checkpoint each epoch, early stopping; resumes from ``io``'s checkpoint."""
+    import torch
+
+    from speclake.training.models import build_model
+    from speclake.training.tasks import StepState
+
+    ts = TrainSettings.model_validate(config["train"])
+    torch.set_num_threads(ts.torch_threads)
+    torch.manual_seed(ts.seed)
+    ctx = ModelContext.from_dict(config["ctx"])
+    model = build_model(ctx)
+    optimizer = torch.optim.Adam(model.parameters(), lr=ts.lr, weight_decay=ts.weight_decay)
+    start, best_val, best_epoch, bad, history, best_state = 1, float("inf"), 0, 0, [], None
+    saved = io.load_state()
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        start, best_val, best_epoch = saved["epoch"] + 1, saved["best_val"], saved["best_epoch"]
+        bad, history, best_state = saved["bad_epochs"], saved["history"], saved["best_model"]
+        log.info("resuming at epoch %d (best validation loss %.4f at epoch %d)", start, best_val, best_epoch)
+    device = io.device()
+    model = io.prepare(model)
+    state = StepState(ctx, seed=ts.seed + 1000 * io.rank(), pool=config.get("pool") or {})
+    if bad >= ts.patience or start > ts.epochs:
+        io.report({"epoch": start - 1, "done": True}, None)
+        return
+    for epoch in range(start, ts.epochs + 1):
+        state.rng = np.random.default_rng(ts.seed + 1000 * io.rank() + epoch)
+        t0 = time.perf_counter()
+        tr_sum, tr_n = _run_epoch(model, optimizer, _batches(io.data("train"), ts.batch_size, True, ts.seed + epoch),
+                                  state, device, True)
+        seconds = time.perf_counter() - t0
+        va_sum, va_n = (0.0, 0)
+        if config.get("has_validation", True):
+            va_sum, va_n = _run_epoch(model, None, _batches(io.data("validation"), ts.batch_size, False, 0),
+                                      state, device, False)
+        tr_sum, tr_n, va_sum, va_n, seconds = _allreduce_sum([tr_sum, tr_n, va_sum, va_n, seconds])
+        train_loss = tr_sum / max(tr_n, 1)
+        val_loss = va_sum / va_n if va_n else train_loss
+        workers = io.world_size()
+        metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                   "spectra_per_s": tr_n / max(seconds / workers, 1e-9), "n_train": int(tr_n), "n_val": int(va_n)}
+        if val_loss < best_val - 1e-6:
+            best_val, best_epoch, bad = val_loss, epoch, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
+        else:
+            bad += 1
+        history.append(metrics)
+        metrics = {**metrics, "best_val_loss": best_val, "best_epoch": best_epoch}
+        log.info("epoch %d: train loss %.4f, validation loss %.4f, %.0f spectra/s", epoch, train_loss, val_loss,
+                 metrics["spectra_per_s"])
+        done = bad >= ts.patience or epoch == ts.epochs
+        io.report({**metrics, "done": done}, {
+            "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+            "best_val": best_val, "best_epoch": best_epoch, "bad_epochs": bad, "history": history,
+            "best_model": best_state, "done": done})
+        if ts.fail_after_epoch is not None and epoch >= ts.fail_after_epoch and not done:
+            raise RuntimeError(f"simulated interruption after epoch {epoch}")
+        if done:
+            break
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+class LoopIO:
+    """How the loop gets data, devices, checkpoints and reports: Ray Train (DDP) or Ray Tune (one process)."""
+
+    def __init__(self, mode: str, datasets: dict[str, Any] | None = None, use_gpu: bool = False,
+                 resume_path: str | None = None) -> None:
+        self.mode, self.datasets, self.use_gpu, self.resume_path = mode, datasets or {}, use_gpu, resume_path
+
+    def _api(self):
+        import ray.train
+        import ray.tune
+
+        return ray.train if self.mode == "train" else ray.tune
+
+    def rank(self) -> int:
+        return self._api().get_context().get_world_rank() if self.mode == "train" else 0
+
+    def world_size(self) -> int:
+        return self._api().get_context().get_world_size() if self.mode == "train" else 1
+
+    def device(self):
+        import torch
+
+        if self.mode == "train":
+            import ray.train.torch
+
+            return ray.train.torch.get_device()
+        return torch.device("cuda" if self.use_gpu and torch.cuda.is_available() else "cpu")
+
+    def prepare(self, model):
+        if self.mode == "train":
+            import ray.train.torch
+
+            return ray.train.torch.prepare_model(model)
+        return model.to(self.device())
+
+    def data(self, name: str):
+        if self.mode == "train":
+            import ray.train
+
+            return ray.train.get_dataset_shard(name)
+        return self.datasets[name]
+
+    def load_state(self) -> dict | None:
+        import torch
+
+        ckpt = self._api().get_checkpoint()
+        if ckpt is not None:
+            with ckpt.as_directory() as d:
+                return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+        if self.resume_path and (Path(self.resume_path) / STATE_FILE).exists():
+            return torch.load(Path(self.resume_path) / STATE_FILE, map_location="cpu", weights_only=False)
+        return None
+
+    def report(self, metrics: dict[str, Any], state: dict | None) -> None:
+        import torch
+
+        api = self._api()
+        if state is None or self.rank() != 0:
+            api.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(state, Path(d) / STATE_FILE)
+            api.report(metrics, checkpoint=api.Checkpoint.from_directory(d))
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point of every worker."""
+    train_loop(config, LoopIO("train", resume_path=config.get("resume_path")))
+
+
+# -- driver ---------------------------------------------------------------------------------------
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Connect to ``address`` or start a local Ray unless one is running; True when this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    return True
+
+
+def ray_storage(lake_dir: str | Path) -> Path:
+    from speclake.lake.catalog import Lake
+
+    path = Lake(lake_dir).root / "models" / "_ray"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def latest_checkpoint_dir(run_dir: Path) -> Path | None:
+    """The newest checkpoint folder holding a state file under a Ray Train run directory."""
+    found = [p.parent for p in run_dir.glob(f"**/{STATE_FILE}")]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def unfinished_run(lake_dir: str | Path, arch: str) -> str | None:
+    """Id of the newest run of ``arch`` with checkpoints but no registered model (what --resume continues)."""
+    from speclake.training.registry import model_dir
+
+    runs = [p for p in ray_storage(lake_dir).glob(f"{arch}-*") if p.is_dir()
+            and latest_checkpoint_dir(p) is not None and not (model_dir(lake_dir, p.name) / "model.json").exists()]
+    return max(runs, key=lambda p: p.stat().st_mtime).name if runs else None
+
+
+def train_model(lake_dir: str | Path, settings: RunSettings, *, resume: bool = False, model_id: str | None = None,
+                ray_address: str | None = None, num_cpus: int | None = None,
+                progress: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train one model under Ray Train and register it; see the module docstring."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from speclake.training.registry import new_model_id, save_model
+
+    examples = load_examples(lake_dir, settings.split, settings.ms_level)
+    if examples.counts["train"] == 0:
+        raise ValueError(f"no training spectra in {lake_dir}")
+    if resume and model_id is None:
+        model_id = unfinished_run(lake_dir, settings.arch)
+        if model_id is None:
+            raise ValueError(f"nothing to resume: no unfinished {settings.arch} run under {ray_storage(lake_dir)}")
+    started = ensure_ray(ray_address, num_cpus)
+    try:
+        model_id = model_id or new_model_id(settings.arch)
+        storage = ray_storage(lake_dir)
+        run_dir = storage / model_id
+        ctx_path = run_dir / "context.json"
+        if resume and ctx_path.exists():
+            saved = json.loads(ctx_path.read_text())
+            ctx, settings = ModelContext.from_dict(saved["ctx"]), RunSettings.model_validate(
+                {**saved["settings"], "train": {**saved["settings"]["train"], **_resumable(settings.train)}})
+        else:
+            ctx = build_context(examples, settings)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            ctx_path.write_text(json.dumps({"ctx": ctx.to_dict(), "settings": settings.model_dump(mode="json")}))
+        pool = negative_pool(examples, lake_dir, ctx.settings.hard_negatives * 2) if settings.arch == "arch5" else {}
+        resume_ckpt = latest_checkpoint_dir(run_dir) if resume else None
+        config = {"ctx": ctx.to_dict(), "train": settings.train.model_dump(), "pool": pool,
+                  "has_validation": bool(examples.counts["validation"]),
+                  "resume_path": str(resume_ckpt) if resume_ckpt else None}
+        datasets = {"train": examples.dataset("train")}
+        if examples.counts["validation"]:
+            datasets["validation"] = examples.dataset("validation")
+        ts = fit_workers(settings.train, float(ray.cluster_resources().get("CPU", 0)))
+        trainer = TorchTrainer(
+            train_loop_per_worker, train_loop_config=config, datasets=datasets,
+            scaling_config=ray.train.ScalingConfig(num_workers=ts.num_workers, use_gpu=ts.use_gpu,
+                                                   resources_per_worker={"CPU": ts.cpus_per_worker}),
+            run_config=ray.train.RunConfig(name=model_id, storage_path=str(storage),
+                                           checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                                           failure_config=ray.train.FailureConfig(max_failures=0)),
+        )
+        log.info("training %s (%s) on %d worker(s), %s spectra per split", model_id, settings.arch, ts.num_workers,
+                 examples.counts)
+        result = trainer.fit()
+        if result.checkpoint is None:
+            raise RuntimeError(f"run {model_id} ended without a checkpoint")
+        import torch
+
+        with result.checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+    finally:
+        if started:
+            ray.shutdown()
+    history = state["history"]
+    best = state["best_model"] or state["model"]
+    metrics = {"history": history, "epochs": state["epoch"], "best_epoch": state["best_epoch"],
+               "best_val_loss": state["best_val"], "final_train_loss": history[-1]["train_loss"] if history else None,
+               "spectra_per_s": float(np.mean([h["spectra_per_s"] for h in history])) if history else None,
+               "num_workers": ts.num_workers, "use_gpu": ts.use_gpu}
+    if progress:
+        for h in history:
+            progress(h)
+    path = save_model(lake_dir, model_id, ctx, best, settings.model_dump(mode="json"), examples.split_record(), metrics)
+    return TrainResult(model_id, path, metrics)
+
+
+#: Ray CPUs kept free of training workers so their Ray Data reads can be scheduled.
+DATA_CPUS = 1.0
+
+
+def fit_workers(train: TrainSettings, cluster_cpus: float) -> TrainSettings:
+    """Shrink the CPUs per worker so ``DATA_CPUS`` stay free for Ray Data (else the input pipeline starves)."""
+    need = train.num_workers * train.cpus_per_worker + DATA_CPUS
+    if cluster_cpus <= 0 or need <= cluster_cpus:
+        return train
+    per = (cluster_cpus - DATA_CPUS) / train.num_workers
+    if per < 0.05:
+        raise ValueError(f"{train.num_workers} workers do not fit on {cluster_cpus:g} Ray CPUs; use fewer --workers")
+    log.warning("%d workers x %g CPUs leave no CPU for the data pipeline on %g CPUs: using %.2f CPUs per worker",
+                train.num_workers, train.cpus_per_worker, cluster_cpus, per)
+    return train.model_copy(update={"cpus_per_worker": per})
+
+
+def _resumable(train: TrainSettings) -> dict[str, Any]:
+    """Settings a resumed run may change (scaling, epochs, the failure aid); the rest stays as first saved."""
+    return {k: getattr(train, k) for k in ("epochs", "num_workers", "use_gpu", "cpus_per_worker", "fail_after_epoch",
+                                           "torch_threads")}
