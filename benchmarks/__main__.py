@@ -6,6 +6,7 @@ Each benchmark prints its own table. NAME is one of:
     fragtrees  fragmentation trees vs PK$ANNOTATION (a), hidden-formula top-1/top-5 (b), trees/s per core
     features   the Spark feature job over the MassBank lake: wall time per stage, rules, motifs
     index      sharded FAISS index vs flat FAISS and RDKit BulkTanimotoSimilarity at 2.5M structures
+    training   every architecture trained under Ray Train, then the evaluate comparison table
 
 Without NAME all of them run in this order (hours on 2 cores; see README "Benchmarks").
 Arguments after ``--`` go to every named benchmark, e.g. ``python -m benchmarks index -- --limit 20000``.
@@ -21,6 +22,7 @@ BENCHMARKS: dict[str, str] = {
     "fragtrees": "benchmarks.fragtree_check",
     "features": "benchmarks.features_bench",
     "index": "benchmarks.index_bench",
+    "training": "benchmarks.training_bench",
 }
 
 
