@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--structures", nargs="*", type=Path,
                     default=[STRUCTURES / "zinc_moses_1.9M.smi.gz", STRUCTURES / "massbank_isomers.smi.gz"])
     ap.add_argument("--max-test", type=int, default=None, help="cap on test spectra")
+    ap.add_argument("--max-baseline-train", type=int, default=5000,
+                    help="training spectra the classical baselines are fitted on")
+    ap.add_argument("--baselines", default="logreg,random_forest")
     ap.add_argument("--skip-train", action="store_true", help="evaluate the models already registered")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -85,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     structures = [] if args.index is not None else [str(p) for p in args.structures]
     table = evaluate(lake, model_ids or None, structures,
-                     EvaluationSettings(max_test=args.max_test, candidate_modes=("formula", "mass")),
+                     EvaluationSettings(
+                         max_test=args.max_test, candidate_modes=("formula", "mass"),
+                         max_baseline_train=args.max_baseline_train,
+                         baselines=tuple(b for b in args.baselines.split(",") if b)),
                      plot_path=lake / "reports" / "training_bench.png", progress=True)
     print(f"\nevaluation: {time.perf_counter() - t0:.0f} s")
     print(format_comparison(table))

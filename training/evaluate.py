@@ -77,6 +77,9 @@ class EvaluationSettings(BaseModel):
     index_name: str = "fingerprint"
     max_test: int | None = Field(None, ge=1, description="Cap on test spectra (a fixed hash-ordered subset).")
     max_validation: int | None = Field(500, ge=1, description="Cap on validation spectra (lambda, reliability).")
+    max_baseline_train: int | None = Field(
+        None, ge=1, description="Cap on training spectra the classical baselines are fitted on (a fixed hash-ordered "
+                                "subset; None: all). Per-descriptor models over ~1,000 descriptors are slow at library scale.")
     clip: float = Field(1e-3, gt=0, lt=0.5, description="Predicted probabilities clipped to [clip, 1-clip].")
     reliability_weighting: bool = Field(True, description="Weight descriptors by 2*AUC-1 on validation.")
     library_top_k: int = Field(5, ge=1, description="Library hits whose structures score candidates (analogues).")
@@ -267,6 +270,7 @@ def classical_methods(train: pa.Table, settings: EvaluationSettings, progress: b
     """Fit the classical baselines on the training examples."""
     if not settings.baselines:
         return []
+    train = _take(train, settings.max_baseline_train, settings.seed)
     rows = {}
     for r in train.select(["inchikey14", "morgan_on", "maccs_on", "substructure_on", "chemont_classes"]).to_pylist():
         rows.setdefault(r["inchikey14"], r)
