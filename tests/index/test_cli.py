@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from click.testing import CliRunner
 
 from speclake.index.cli import index_cli
@@ -22,12 +23,20 @@ def test_query_cli(built_index: Path, shipped_smiles: Path, tmp_path: Path) -> N
     assert res.exit_code == 0, res.output
     lines = res.output.strip().split("\n")
     assert lines[0].startswith("rank\tscore") and rid in lines[1] and len(lines) >= 2
+    with StructureIndex.open(built_index) as ix:
+        other = ix.catalog.sql("SELECT monoisotopic_mass FROM structures ORDER BY faiss_id LIMIT 1 OFFSET 7").column(0)[0].as_py()
+        lo, hi = other * (1 - 10e-6), other * (1 + 10e-6)
+        in_window = ix.catalog.sql("SELECT count(*) FROM structures WHERE monoisotopic_mass BETWEEN ? AND ?",
+                                   [lo, hi]).column(0)[0].as_py()
     batch = tmp_path / "q.tsv"
-    batch.write_text(f"mass\tsmiles\n\t{smi}\n281.0834\t{smi}\n")
+    batch.write_text(f"mass\tsmiles\n\t{smi}\n{other!r}\t{smi}\n")
     res = runner.invoke(index_cli, ["query", "--index", str(built_index), "--batch", str(batch), "-k", "2",
                                     "--output", str(tmp_path / "out.parquet")])
     assert res.exit_code == 0, res.output
-    assert "4 hits written" in res.output
+    expected = 2 + min(2, in_window)  # no mass: k hits; a 10 ppm window: at most the structures inside it
+    assert f"{expected} hits written" in res.output, res.output
+    hits = pq.read_table(tmp_path / "out.parquet")
+    assert sorted(set(hits.column("query").to_pylist())) == [0, 1], "hits are numbered by input row"
 
 
 def test_query_cli_errors(built_index: Path, tmp_path: Path) -> None:
