@@ -26,7 +26,7 @@ STRUCTURES = REPO.parent / "shared" / "data" / "structures"
 
 #: CPU-sized settings per architecture (the defaults are GPU-sized: arch1 at DeepEI sizes has ~1e9 weights).
 CPU_MODELS: dict[str, dict] = {
-    "arch1": {"hidden": [64, 32]},
+    "arch1": {"hidden": [16]},
     "arch2": {"trunk": [512, 256], "group_hidden": 128, "n_groups": 8},
     "arch2-flat": {"trunk": [512, 256]},
     "arch3": {},
@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="training spectra the classical baselines are fitted on")
     ap.add_argument("--baselines", default="logreg,random_forest")
     ap.add_argument("--skip-train", action="store_true", help="evaluate the models already registered")
+    ap.add_argument("--skip-eval", action="store_true", help="train only (evaluate later with --skip-train)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -85,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             sps_s = f"{sps:.0f}" if isinstance(sps, (int, float)) else "-"
             vl_s = f"{vl:.4f}" if isinstance(vl, (int, float)) else "-"
             print(f"{arch:<12}{mid:<34}{wall:>9.0f}{sps_s:>11}{vl_s:>10}{str(ep):>8}")
+    if args.skip_eval:
+        return 0
     t0 = time.perf_counter()
     structures = [] if args.index is not None else [str(p) for p in args.structures]
     table = evaluate(lake, model_ids or None, structures,

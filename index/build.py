@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from speclake.index import tables  # noqa: F401  (registers the index lake tables)
 from speclake.index.catalog import CATALOG_FILE
-from speclake.index.embed import EmbedActor, Embedder, get_embedder
+from speclake.index.embed import EmbedActor, Embedder, embedder_class, get_embedder
 from speclake.index.search import MANIFEST, MANIFEST_FORMAT, index_dir, read_manifest
 from speclake.index.settings import IndexSettings
 from speclake.index.shards import ID_SHIFT, MASS_MAX, MASS_MIN, META_COLUMNS, build_shard, plan_edges
@@ -149,7 +149,8 @@ def _standardize_stage(sources: list[dict[str, Any]], out_dir: Path, settings: I
         ctx.target_max_block_size = saved
 
 
-def _embed_stage(todo: pa.Table, out_dir: Path, settings: IndexSettings, embedder_cls: type[Embedder]) -> None:
+def _embed_stage(todo: pa.Table, out_dir: Path, settings: IndexSettings, embedder_cls: type[Embedder],
+                 model: str | None = None) -> None:
     import ray
     import ray.data
 
@@ -160,7 +161,7 @@ def _embed_stage(todo: pa.Table, out_dir: Path, settings: IndexSettings, embedde
     chunk = max(settings.batch_size, min(50_000, len(todo) // (4 * actors) + 1))
     blocks = [todo.slice(i, chunk) for i in range(0, len(todo), chunk)]
     ds = ray.data.from_arrow(blocks)
-    ds = ds.map_batches(EmbedActor, fn_constructor_args=(embedder_cls,), batch_size=settings.batch_size,
+    ds = ds.map_batches(EmbedActor, fn_constructor_args=(embedder_cls, model), batch_size=settings.batch_size,
                         batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
                         num_gpus=1 if gpu else None)
     ds.write_parquet(str(out_dir), ray_remote_args={"num_cpus": 0})
@@ -221,7 +222,8 @@ def build_index(
     settings = settings or IndexSettings()
     name = name or settings.embedding
     root = index_dir(lake, name).resolve()
-    embedder = get_embedder(settings.embedding)
+    model = embedder_class(settings.embedding).resolve_model(str(lake), settings.embedding_model)
+    embedder = get_embedder(settings.embedding, model)
     emb_desc = embedder.describe()
     items = []
     for i, src in enumerate(sources):
@@ -324,7 +326,7 @@ def build_index(
             report.embeddings_reused = report.structures - len(todo)
             if len(todo):
                 emb_dir = staging / "embedded"
-                _embed_stage(todo, emb_dir, settings, type(embedder))
+                _embed_stage(todo, emb_dir, settings, type(embedder), model)
                 for j, f in enumerate(_parquet_glob(emb_dir)):
                     os.replace(f, store / f"part-{run_id}-{j:05d}.parquet")
             stored = _parquet_glob(store)

@@ -38,8 +38,11 @@ def index_cli() -> None:
                    "are indexed too (see --lake-compounds).")
 @click.option("--name", default=None, help="Index name under <lake>/index/ (default: the embedding name).")
 @click.option("--embedding", default="fingerprint", show_default=True,
-              help="Embedder: 'fingerprint' (Morgan r=2, 2048 bits, Tanimoto). 'arch5' arrives with the "
-                   "training issue.")
+              help="Embedder: 'fingerprint' (Morgan r=2, 2048 bits, Tanimoto); 'arch5' (a trained arch5 model's "
+                   "structure encoder: the index can then be queried with spectra); 'descriptors' (an arch1/arch2 "
+                   "model's descriptor space: structures as descriptor vectors, spectra as predicted probabilities).")
+@click.option("--embedding-model", default=None,
+              help="Model directory or model id (in --lake) of a learned embedding (default: the newest fitting one).")
 @click.option("--lake-compounds/--no-lake-compounds", default=True, show_default=True,
               help="Also index <lake>/compounds when the lake has them.")
 @click.option("--add", is_flag=True,
@@ -57,7 +60,7 @@ def index_cli() -> None:
 @click.option("--settings", "settings_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON file of IndexSettings (options given on the command line override it).")
 def build_cmd(structures: tuple[Path, ...], more_structures: tuple[Path, ...], lake: Path, name: str | None,
-              embedding: str, lake_compounds: bool, add: bool, repartition: bool, shard_size: int | None,
+              embedding: str, embedding_model: str | None, lake_compounds: bool, add: bool, repartition: bool, shard_size: int | None,
               flat_max: int | None, ann: str | None, num_cpus: int | None, ray_address: str | None,
               settings_file: Path | None) -> None:
     """Build (or update) the structure index of a lake.
@@ -74,7 +77,7 @@ def build_cmd(structures: tuple[Path, ...], more_structures: tuple[Path, ...], l
     from speclake.index.sources import SourceError
 
     base: dict[str, Any] = json.loads(settings_file.read_text()) if settings_file else {}
-    overrides = {"embedding": embedding, "shard_target_size": shard_size, "flat_max": flat_max, "ann": ann,
+    overrides = {"embedding": embedding, "embedding_model": embedding_model, "shard_target_size": shard_size, "flat_max": flat_max, "ann": ann,
                  "num_cpus": num_cpus, "ray_address": ray_address}
     base.update({k: v for k, v in overrides.items() if v is not None})
     try:
@@ -149,7 +152,9 @@ def _read_batch_file(path: Path) -> tuple[list[float | None], list[str], list[st
 @click.option("--ppm", type=click.FloatRange(min=0), default=10.0, show_default=True, help="Mass window, ppm.")
 @click.option("--smiles", default=None, help="Query structure (standardized as the indexed ones).")
 @click.option("--spectrum", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Query spectrum file: needs an index built with a learned spectrum/structure embedding (arch5).")
+              help="Query spectra (MGF, MSP, MassBank, mzML, ...; every MS2 spectrum is one query): needs an index "
+                   "built with a learned embedding (arch5 or descriptors). The mass window is centred on the neutral "
+                   "mass from each precursor m/z and adduct ([M+H]+/[M-H]- by ion mode when none) unless --mass is given.")
 @click.option("--batch", "batch_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="TSV with a header 'mass<TAB>smiles[<TAB>formula]': many queries at once.")
 @click.option("--formula", default=None, help="Only structures of this molecular formula (DuckDB filter).")
@@ -176,9 +181,8 @@ def query_cmd(lake: Path | None, name: str | None, index_path: Path | None, mass
     with index:
         try:
             if spectrum is not None:
-                index.embed_spectra([spectrum])  # raises unless the index has a learned spectrum encoder
-                raise click.ClickException("spectrum queries are not implemented for this embedding")
-            if batch_file is not None:
+                table = _spectrum_queries(index, spectrum, mass=mass, ppm=ppm, k=k, formula=formula, exact=exact)
+            elif batch_file is not None:
                 masses, smiles_list, formulas = _read_batch_file(batch_file)
                 table = index.query_batch(masses=masses, ppm=ppm, smiles=smiles_list, k=k, formulas=formulas,
                                           exact=exact)
@@ -202,11 +206,33 @@ def query_cmd(lake: Path | None, name: str | None, index_path: Path | None, mass
     if table.num_rows == 0:
         click.echo("no structures in the mass window" if mass is not None else "no hits")
         return
-    cols = [c for c in (("query",) if "query" in table.column_names else ()) + _COLUMNS if c in table.column_names]
+    lead = tuple(c for c in ("query", "query_spectrum") if c in table.column_names)
+    cols = [c for c in lead + _COLUMNS if c in table.column_names]
     rows = table.select(cols).to_pylist()
     click.echo("\t".join(cols))
     for row in rows:
         click.echo("\t".join(_fmt(row[c]) for c in cols))
+
+
+def _spectrum_queries(index: Any, path: Path, *, mass: float | None, ppm: float, k: int, formula: str | None,
+                      exact: bool) -> Any:
+    """Hits for every MS2 spectrum of a file, with the spectrum's title and precursor as query columns."""
+    import pyarrow as pa
+
+    from speclake.pipelines.spectrum_files import neutral_mass_of, read_spectra
+
+    index.check_spectrum_queries()
+    read = read_spectra(path)
+    for q in read.quarantine:
+        click.echo(f"skipped {q['record_locator']}: {q['reason']}", err=True)
+    if not read.spectra:
+        raise click.ClickException(f"{path}: no usable MS2 spectrum")
+    masses = [mass if mass is not None else neutral_mass_of(row) for row in read.spectra]
+    table = index.query_batch(masses=masses, ppm=ppm, spectra=read.spectra, k=k,
+                              formulas=None if formula is None else [formula] * len(masses), exact=exact)
+    labels = [row.get("compound_name") or row.get("title") or row.get("record_locator") for row in read.spectra]
+    q = table.column("query").to_numpy()
+    return table.append_column("query_spectrum", pa.array([labels[i] for i in q], pa.string()))
 
 
 def _fmt(value: object) -> str:

@@ -42,13 +42,28 @@ class EmbedderUnavailable(ValueError):
 
 
 class Embedder(ABC):
-    """Turns standardized SMILES into fixed-size vectors; one instance loads its model once."""
+    """Turns standardized SMILES into fixed-size vectors; one instance loads its model once.
+
+    Learned embedders take ``model`` (a trained model's directory, recorded in the manifest);
+    :meth:`resolve_model` picks a default one from the lake an index is built in.
+    """
 
     name: ClassVar[str]
     kind: ClassVar[Literal["binary", "float"]]
     metric: ClassVar[Literal["tanimoto", "cosine"]]
     embeds_spectra: ClassVar[bool] = False
     uses_gpu: ClassVar[bool] = False
+    needs_model: ClassVar[bool] = False
+
+    def __init__(self, model: str | None = None) -> None:
+        if model is not None and not self.needs_model:
+            raise EmbedderUnavailable(f"embedding {self.name!r} takes no model (got {model!r})")
+        self.model = model
+
+    @classmethod
+    def resolve_model(cls, lake_dir: str | None, model: str | None) -> str | None:
+        """The model directory to embed with (absolute), from ``model`` or a default in ``lake_dir``."""
+        return model
 
     @property
     @abstractmethod
@@ -70,8 +85,12 @@ class Embedder(ABC):
         """Return ``(vectors, ok)``: one row per input and a bool mask of rows that could be embedded."""
 
     def describe(self) -> dict[str, object]:
-        """What the manifest records about the embedding."""
-        return {"name": self.name, "version": self.version, "kind": self.kind, "dim": self.dim, "metric": self.metric}
+        """What the manifest records about the embedding (and the model directory of a learned one)."""
+        out: dict[str, object] = {"name": self.name, "version": self.version, "kind": self.kind, "dim": self.dim,
+                                  "metric": self.metric}
+        if self.model is not None:
+            out["model"] = self.model
+        return out
 
     def arrow_type(self) -> pa.DataType:
         """Arrow type of one stored vector."""
@@ -94,8 +113,8 @@ def available_embedders() -> list[str]:
     return sorted(_EMBEDDERS)
 
 
-def get_embedder(name: str) -> Embedder:
-    """Instantiate the registered embedder ``name`` or raise :class:`EmbedderUnavailable` saying why."""
+def embedder_class(name: str) -> type[Embedder]:
+    """The registered embedder class ``name`` (plug-in modules imported on first use)."""
     cls = _EMBEDDERS.get(name)
     if cls is None and name in PLUGIN_MODULES:
         try:
@@ -109,7 +128,16 @@ def get_embedder(name: str) -> Embedder:
         if why:
             raise EmbedderUnavailable(f"embedding {name!r} is not available yet: {why} (available: {known})")
         raise EmbedderUnavailable(f"unknown embedding {name!r}; available: {known}")
-    return cls()
+    return cls
+
+
+def get_embedder(name: str, model: str | None = None) -> Embedder:
+    """Instantiate the registered embedder ``name`` (with ``model`` for a learned one), or raise
+    :class:`EmbedderUnavailable` saying why."""
+    cls = embedder_class(name)
+    if cls.needs_model and model is None:
+        raise EmbedderUnavailable(f"embedding {name!r} needs a trained model (--embedding-model DIR)")
+    return cls(model) if model is not None else cls()
 
 
 @register_embedder
@@ -122,7 +150,8 @@ class MorganFingerprint(Embedder):
     radius = 2
     n_bits = 2048
 
-    def __init__(self) -> None:
+    def __init__(self, model: str | None = None) -> None:
+        super().__init__(model)
         from rdkit import RDLogger, rdBase
         from rdkit.Chem import rdFingerprintGenerator
 
@@ -200,11 +229,15 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 class EmbedActor:
     """Ray Data actor: loads the embedder (model) once, embeds batches of ``inchikey, smiles`` rows.
 
-    Takes the embedder class (pickled by reference), so a plug-in's module is imported in the worker.
+    Takes the embedder class (pickled by reference), so a plug-in's module is imported in the worker,
+    and the model directory of a learned embedder.
     """
 
-    def __init__(self, embedder_cls: type[Embedder] | str) -> None:
-        self.embedder = get_embedder(embedder_cls) if isinstance(embedder_cls, str) else embedder_cls()
+    def __init__(self, embedder_cls: type[Embedder] | str, model: str | None = None) -> None:
+        if isinstance(embedder_cls, str):
+            self.embedder = get_embedder(embedder_cls, model)
+        else:
+            self.embedder = embedder_cls(model) if model is not None else embedder_cls()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         smiles = batch.column("smiles").to_pylist()

@@ -132,12 +132,20 @@ class StructureIndex:
     def embedder(self) -> Embedder:
         """The embedder that made the index's vectors (checked against the manifest's version)."""
         if self._embedder is None:
-            emb = get_embedder(self.embedding["name"])
+            emb = get_embedder(self.embedding["name"], self._model_dir())
             if emb.version != self.embedding["version"]:
                 log.warning("index was built with %s %s, query embedder is %s: scores may be off",
                             self.embedding["name"], self.embedding["version"], emb.version)
             self._embedder = emb
         return self._embedder
+
+    def _model_dir(self) -> str | None:
+        """The learned embedder's model directory: as recorded, or ``<lake>/models/<id>`` after a move."""
+        model = self.embedding.get("model")
+        if model is None or Path(model).exists():
+            return model
+        moved = self.path.parent.parent / "models" / Path(model).name
+        return str(moved) if moved.exists() else model
 
     def embed_smiles(self, smiles: Sequence[str]) -> np.ndarray:
         """Query vectors for SMILES, standardized by the same rules as the indexed structures.
@@ -159,15 +167,19 @@ class StructureIndex:
             raise ValueError(f"cannot embed query SMILES: {', '.join(map(repr, bad[:5]))}")
         return normalize_rows(vectors) if self.kind == "float" else vectors
 
-    def embed_spectra(self, spectra: Sequence[object]) -> np.ndarray:
-        """Query vectors for spectra: only for indexes built with a learned joint embedding (arch5)."""
+    def check_spectrum_queries(self) -> None:
+        """Raise :class:`SpectrumQueryUnavailable` unless the index's embedder also embeds spectra."""
         if not getattr(self.embedder, "embeds_spectra", False):
             raise SpectrumQueryUnavailable(
                 f"querying by spectrum needs an index built with a learned spectrum/structure embedding "
-                f"(arch5, from the training issue); this index uses {self.embedding['name']!r} "
+                f"(speclake index build --embedding arch5 or descriptors); this index uses {self.embedding['name']!r} "
                 f"({self.embedding['version']}), which embeds structures only. Query with --smiles instead."
             )
-        return self.embedder.embed_spectra(spectra)  # type: ignore[attr-defined]
+
+    def embed_spectra(self, spectra: Sequence[object]) -> np.ndarray:
+        """Query vectors for spectra (rows with ``mz`` and ``intensities``): learned embeddings only."""
+        self.check_spectrum_queries()
+        return normalize_rows(np.asarray(self.embedder.embed_spectra(spectra), np.float32))  # type: ignore[attr-defined]
 
     def _shards_for(self, lo: float, hi: float) -> list[Shard]:
         first = max(0, int(np.searchsorted(self._lo_edges, lo, "right")) - 1)

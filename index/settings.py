@@ -15,6 +15,9 @@ class IndexSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     embedding: str = Field("fingerprint", description="Embedder name from the registry (index.embed).")
+    embedding_model: str | None = Field(
+        None, description="Trained model directory (or model id in the lake) of a learned embedder such as arch5 "
+                          "(None: the newest registered one).")
     shard_target_size: int = Field(
         250_000, ge=1, description="Structures per mass-range shard when shard edges are first planned."
     )

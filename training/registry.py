@@ -23,7 +23,7 @@ from speclake.lake.catalog import Lake
 from speclake.training.models import ARCH_KIND, ModelContext, build_model
 from speclake.training.split import SplitSettings
 
-RESERVED = ("_ray", "_examples", "_tune")
+RESERVED = ("_ray", "_examples", "_tune", "_prefilter")
 
 
 class ModelNotFound(ValueError):
