@@ -7,6 +7,7 @@ Each benchmark prints its own table. NAME is one of:
     features   the Spark feature job over the MassBank lake: wall time per stage, rules, motifs
     index      sharded FAISS index vs flat FAISS and RDKit BulkTanimotoSimilarity at 2.5M structures
     training   every architecture trained under Ray Train, then the evaluate comparison table
+    embed      arch5 structure index: embedding throughput, bytes per structure, spectrum-query latency
 
 Without NAME all of them run in this order (hours on 2 cores; see README "Benchmarks").
 Arguments after ``--`` go to every named benchmark, e.g. ``python -m benchmarks index -- --limit 20000``.
@@ -23,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "features": "benchmarks.features_bench",
     "index": "benchmarks.index_bench",
     "training": "benchmarks.training_bench",
+    "embed": "benchmarks.embed_bench",
 }
 
 

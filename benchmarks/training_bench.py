@@ -52,14 +52,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="training spectra the classical baselines are fitted on")
     ap.add_argument("--baselines", default="logreg,random_forest")
     ap.add_argument("--skip-train", action="store_true", help="evaluate the models already registered")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue an unfinished run of each architecture from its last checkpoint (settings as saved)")
     ap.add_argument("--skip-eval", action="store_true", help="train only (evaluate later with --skip-train)")
+    ap.add_argument("--prepare-index", action="store_true",
+                    help="only prefilter --structures to the possible candidates and index them (runs beside training)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     from speclake.training.evaluate import EvaluationSettings, evaluate, format_comparison
-    from speclake.training.trainer import RunSettings, TrainSettings, train_model
+    from speclake.training.trainer import RunSettings, TrainSettings, train_model, unfinished_run
 
     lake = args.lake
+    if args.prepare_index:
+        return prepare_index(lake, args.structures)
     if args.index is not None:
         target = lake / "index" / "fingerprint"
         if not target.exists():
@@ -74,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                                    train=TrainSettings(epochs=args.epochs, num_workers=args.workers,
                                                        batch_size=args.batch_size, patience=3))
             t0 = time.perf_counter()
-            result = train_model(lake, settings)
+            resume = bool(args.resume and unfinished_run(lake, arch))
+            result = train_model(lake, settings, resume=resume)
             wall = time.perf_counter() - t0
             model_ids.append(result.model_id)
             m = result.metrics
@@ -98,6 +105,27 @@ def main(argv: list[str] | None = None) -> int:
                      plot_path=lake / "reports" / "training_bench.png", progress=True)
     print(f"\nevaluation: {time.perf_counter() - t0:.0f} s")
     print(format_comparison(table))
+    return 0
+
+
+def prepare_index(lake: Path, structures: list[Path]) -> int:
+    """The evaluation's structure index, built ahead: lake compounds + the prefiltered structure files."""
+    from speclake.lake.catalog import Lake
+    from speclake.training.candidates import ensure_index
+    from speclake.training.evaluate import EvaluationSettings, load_split_examples
+    from speclake.training.prefilter import prefilter_structure_files
+
+    settings = EvaluationSettings()
+    t0 = time.perf_counter()
+    data = load_split_examples(Lake(lake), settings)
+    test, val = data["test"], data["validation"]
+    files = prefilter_structure_files(structures, [test, val], settings.ppm, lake / "models" / "_prefilter")
+    t1 = time.perf_counter()
+    required = sorted(set(test.column("inchikey14").to_pylist()) | set(val.column("inchikey14").to_pylist()))
+    ensure_index(lake, files, index_name=settings.index_name, required_inchikeys=required)
+    t2 = time.perf_counter()
+    lines = {str(f): sum(1 for _ in open(f)) for f in files}
+    print(f"prefilter {t1 - t0:.0f} s -> {lines}; index build {t2 - t1:.0f} s")
     return 0
 
 

@@ -38,9 +38,12 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--settings", "settings_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="JSON file of EvaluationSettings (options given here override it).")
 @click.option("--num-cpus", type=click.IntRange(1), default=None, help="CPUs for an index update (Ray).")
+@click.option("--prefilter/--no-prefilter", default=True, show_default=True,
+              help="Index only the --structures lines that can be a candidate of the evaluated spectra (same lists, "
+                   "much faster); --no-prefilter indexes every line.")
 def evaluate_cmd(lake_dir: str, structures: tuple[str, ...], models: str | None, candidates: str, ppm: float,
                  max_test: int | None, baselines: str, library: str, plot: str | None, split_seed: int,
-                 settings_file: str | None, num_cpus: int | None) -> None:
+                 settings_file: str | None, num_cpus: int | None, prefilter: bool) -> None:
     """Evaluate every model against baselines and references on the same test spectra and candidates.
 
     Test spectra are those of structures (InChIKey-14) in the test split, never seen in
@@ -63,6 +66,7 @@ def evaluate_cmd(lake_dir: str, structures: tuple[str, ...], models: str | None,
         "baselines": [] if baselines.strip().lower() == "none" else _csv(baselines) or [],
         "library": [] if library.strip().lower() == "none" else _csv(library) or [],
         "num_cpus": num_cpus,
+        "prefilter_structures": prefilter,
     }
     if max_test is not None:
         over["max_test"] = max_test
