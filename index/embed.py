@@ -29,14 +29,6 @@ PLUGIN_MODULES = {
     "descriptors": "speclake.training.embedders",
 }
 
-#: Embeddings the design names that arrive with later issues; asked for, they get a clear error.
-PENDING_EMBEDDERS = {
-    "arch5": "the arch5 structure/spectrum encoder is added by the training issue; "
-    "until a trained model is registered, build with --embedding fingerprint",
-    "descriptors": "descriptor vectors are added by the training issue",
-}
-
-
 class EmbedderUnavailable(ValueError):
     """The named embedder is not registered (or not yet available)."""
 
@@ -124,9 +116,6 @@ def embedder_class(name: str) -> type[Embedder]:
         cls = _EMBEDDERS.get(name)
     if cls is None:
         known = ", ".join(available_embedders())
-        why = PENDING_EMBEDDERS.get(name)
-        if why:
-            raise EmbedderUnavailable(f"embedding {name!r} is not available yet: {why} (available: {known})")
         raise EmbedderUnavailable(f"unknown embedding {name!r}; available: {known}")
     return cls
 

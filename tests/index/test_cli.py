@@ -51,7 +51,7 @@ def test_query_cli_errors(built_index: Path, tmp_path: Path) -> None:
 
 
 def test_build_cli(ray_local, tmp_path: Path, shipped_smiles: Path) -> None:
-    """'index build' accepts files listed after --structures and reports counts; bad embedding is refused."""
+    """'index build' accepts files listed after --structures and reports counts; an embedding without its trained model or an unknown one is refused."""
     src = tmp_path / "a.smi"
     src.write_text("".join(f"{s}\t{r}\n" for s, r in read_smiles(shipped_smiles, 30)))
     src2 = tmp_path / "b.smi"
@@ -63,5 +63,8 @@ def test_build_cli(ray_local, tmp_path: Path, shipped_smiles: Path) -> None:
     assert "structures" in res.output and "invalid_structure" in res.output
     res = runner.invoke(index_cli, ["build", "--structures", str(src), "--lake", str(tmp_path / "lake"),
                                     "--embedding", "arch5"])
-    assert res.exit_code == 1 and "training issue" in res.output
+    assert res.exit_code == 1 and "speclake train --arch arch5" in res.output, res.output  # no trained model yet
+    res = runner.invoke(index_cli, ["build", "--structures", str(src), "--lake", str(tmp_path / "lake"),
+                                    "--embedding", "nope"])
+    assert res.exit_code == 1 and "unknown embedding 'nope'" in res.output, res.output
     assert "--ppm" in runner.invoke(index_cli, ["query", "--help"]).output

@@ -19,11 +19,14 @@ from tests.index.conftest import read_smiles
 
 
 def test_registry_names_and_pending() -> None:
-    """'fingerprint' is registered; arch5 gives a message pointing at the training issue; unknown lists names."""
+    """'fingerprint' is registered; the learned ones load from the training package and ask for a model;
+    the fingerprint takes none; an unknown name lists the registered ones."""
     assert "fingerprint" in available_embedders()
-    with pytest.raises(EmbedderUnavailable, match="training issue"):
+    with pytest.raises(EmbedderUnavailable, match="needs a trained model"):
         get_embedder("arch5")
-    with pytest.raises(EmbedderUnavailable, match="available: fingerprint"):
+    with pytest.raises(EmbedderUnavailable, match="takes no model"):
+        get_embedder("fingerprint", "/some/model")
+    with pytest.raises(EmbedderUnavailable, match="unknown embedding 'nope'; available: .*arch5.*fingerprint"):
         get_embedder("nope")
 
 
