@@ -36,18 +36,23 @@ def pack_fingerprints(on_bits: Iterable[Sequence[int] | None], n_bits: int) -> n
     return packed.view(np.uint64) if len(rows) else np.zeros((0, dense.shape[1] // 64), np.uint64)
 
 
-def tanimoto_matrix(a: np.ndarray, b: np.ndarray, *, chunk_bytes: int = 1 << 27) -> np.ndarray:
-    """(len(a), len(b)) float32 Tanimoto of packed fingerprints (two empty fingerprints: 0)."""
+def tanimoto_matrix(a: np.ndarray, b: np.ndarray, *, rows: int = 4096, cols: int = 16384) -> np.ndarray:
+    """(len(a), len(b)) float32 Tanimoto of packed fingerprints (two empty fingerprints: 0).
+
+    Intersections are one float32 matrix product of the unpacked bits per block (exact: counts stay
+    far below 2**24), several times faster than popcounts over broadcast bytes.
+    """
     out = np.zeros((len(a), len(b)), np.float32)
     if len(a) == 0 or len(b) == 0:
         return out
     ca = np.bitwise_count(a).sum(axis=1).astype(np.float32)
     cb = np.bitwise_count(b).sum(axis=1).astype(np.float32)
-    step = max(1, chunk_bytes // max(1, b.size * 8))
-    for lo in range(0, len(a), step):
-        inter = np.bitwise_count(a[lo:lo + step, None, :] & b[None, :, :]).sum(axis=2).astype(np.float32)
-        union = ca[lo:lo + step, None] + cb[None, :] - inter
-        out[lo:lo + step] = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    for c0 in range(0, len(b), cols):
+        bb = np.unpackbits(np.ascontiguousarray(b[c0:c0 + cols]).view(np.uint8), axis=1).astype(np.float32).T
+        for r0 in range(0, len(a), rows):
+            inter = np.unpackbits(np.ascontiguousarray(a[r0:r0 + rows]).view(np.uint8), axis=1).astype(np.float32) @ bb
+            union = ca[r0:r0 + rows, None] + cb[None, c0:c0 + cols] - inter
+            out[r0:r0 + rows, c0:c0 + cols] = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
     return out
 
 

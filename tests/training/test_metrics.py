@@ -64,7 +64,7 @@ def test_tanimoto_agrees_with_rdkit():
     rng = np.random.default_rng(1)
     bits = [sorted(rng.choice(256, size=rng.integers(1, 40), replace=False).tolist()) for _ in range(12)]
     packed = M.pack_fingerprints(bits, 256)
-    mine = M.tanimoto_matrix(packed, packed, chunk_bytes=64)  # forces several chunks
+    mine = M.tanimoto_matrix(packed, packed, rows=5, cols=7)  # forces several blocks
     vecs = []
     for b in bits:
         v = DataStructs.ExplicitBitVect(256)
