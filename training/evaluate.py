@@ -182,8 +182,22 @@ def fingerprint_settings(lake: Lake) -> FingerprintSettings:
     return FingerprintSettings.model_validate(conf) if conf else FingerprintSettings()
 
 
-def structure_rows(smiles: Sequence[str], fp: FingerprintSettings) -> list[dict[str, Any]]:
-    """Descriptor on-bits (morgan_on, maccs_on, substructure_on) of candidate SMILES (empty when unparsable)."""
+#: Candidate lists at least this long are described in worker processes (RDKit holds the GIL).
+PARALLEL_STRUCTURES = 20_000
+
+
+def structure_rows(smiles: Sequence[str], fp: FingerprintSettings, *, processes: int | None = None
+                   ) -> list[dict[str, Any]]:
+    """Descriptor on-bits (morgan_on, maccs_on, substructure_on) of candidate SMILES (empty when unparsable);
+    long lists in a pool of ``processes`` (default: all cores), in order."""
+    procs = processes or (os.cpu_count() or 1)
+    if len(smiles) >= PARALLEL_STRUCTURES and procs > 1:
+        import multiprocessing as mp
+        from functools import partial
+
+        chunks = [list(smiles[i:i + 5000]) for i in range(0, len(smiles), 5000)]
+        with mp.get_context("fork").Pool(procs) as pool:
+            return [r for part in pool.imap(partial(structure_rows, fp=fp, processes=1), chunks) for r in part]
     out = []
     for s in smiles:
         d = compute_descriptors(s, fp)

@@ -198,3 +198,17 @@ def test_evaluate_and_explain_a_registered_model(lake, trained, tmp_path):
                                     "--descriptor", model.descriptor_names[0], "--png", str(png)])
     assert res.exit_code == 0, res.output
     assert "completeness delta" in res.output and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_structure_rows_in_a_pool_equal_the_serial_rows(monkeypatch) -> None:
+    """Long candidate lists are described in worker processes; the rows (and their order) are the serial ones."""
+    from speclake.pipelines.features.descriptors import DescriptorSettings
+    from speclake.training import evaluate as E
+    from tests.conftest import REPO
+
+    smiles = [line.split()[0] for line in open(REPO / "tests" / "data" / "zinc_moses_400.smi")][:60] + ["not a smiles"]
+    serial = E.structure_rows(smiles, DescriptorSettings(), processes=1)
+    monkeypatch.setattr(E, "PARALLEL_STRUCTURES", 10)
+    pooled = E.structure_rows(smiles, DescriptorSettings(), processes=2)
+    assert pooled == serial and serial[-1] == {"morgan_on": [], "maccs_on": [], "substructure_on": []}
+    assert all(r["morgan_on"] for r in serial[:-1])
