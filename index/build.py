@@ -466,7 +466,61 @@ def build_index(
     log.info("built index %s: %d structures in %d shards (%d built, %d reused), %d quarantined",
              root, report.structures, len(shard_entries), report.shards_built, report.shards_reused,
              sum(report.quarantined.values()))
+    publish_index_tables(lake, name, root / version_name, run_id)
     return report
+
+
+def publish_index_tables(lake_dir: str | os.PathLike[str], name: str, version_dir: Path, run_id: str,
+                         *, attempts: int = 20) -> bool:
+    """Make an index version's structures and quarantine the lake tables ``index_structures`` and
+    ``index_quarantine`` (rows of index ``name`` replaced, other indexes' rows kept), when ``lake_dir`` is
+    a speclake lake. Returns whether the lake was updated (False: not a lake, or its writer lock stayed busy)."""
+    import duckdb
+
+    from speclake.index.tables import INDEX_QUARANTINE_SPEC, INDEX_STRUCTURES_SPEC
+    from speclake.lake.catalog import Lake, LakeError, PendingVersion, publish_part
+
+    try:
+        lake = Lake(lake_dir)
+    except LakeError:
+        return False  # an index built in a plain directory has no lake tables
+    prefix = f"part-{name}-"
+    for attempt in range(attempts):
+        try:
+            with lake.lock():
+                pending: dict[str, PendingVersion] = {}
+                staging = lake.staging(f"index-{run_id}")
+                try:
+                    for spec, file in ((INDEX_STRUCTURES_SPEC, "structures.parquet"),
+                                       (INDEX_QUARANTINE_SPEC, "quarantine.parquet")):
+                        out = staging / spec.name
+                        out.mkdir(parents=True, exist_ok=True)
+                        con = duckdb.connect()
+                        try:
+                            n = con.execute(
+                                f"COPY (SELECT {_sql_str(name)} AS index_name, * FROM read_parquet({_sql_str(version_dir / file)})) "
+                                f"TO {_sql_str(out / 'part-0.parquet')} (FORMAT parquet, COMPRESSION zstd)").fetchone()[0]
+                            prev = lake.current(spec.name)
+                            kept = [p for p in (prev.parts if prev else ()) if not Path(p).name.startswith(prefix)]
+                            n_kept = con.execute(
+                                f"SELECT count(*) FROM read_parquet({[str(lake.root / p / '*.parquet') for p in kept]!r})"
+                            ).fetchone()[0] if kept else 0
+                        finally:
+                            con.close()
+                        part = publish_part(lake, spec.name, f"{name}-{run_id}", out)
+                        pending[spec.name] = PendingVersion(new_parts=(*kept, part), row_count=int(n) + int(n_kept),
+                                                            settings={"index": name, "version": version_dir.name})
+                    lake.commit(pending, run_id=run_id)
+                finally:
+                    lake.clean_staging(f"index-{run_id}")
+            return True
+        except LakeError as exc:
+            if "another speclake job" not in str(exc):
+                raise
+            time.sleep(min(5.0, 0.2 * (attempt + 1)))
+    log.warning("index %s built, but the lake tables index_structures/index_quarantine were not updated: %s is busy "
+                "(run 'speclake index publish' later)", name, lake.root)
+    return False
 
 
 def _prune_versions(root: Path, current: str, keep: int) -> None:

@@ -121,6 +121,32 @@ def build_cmd(structures: tuple[Path, ...], more_structures: tuple[Path, ...], l
     click.echo(f"  seconds           {json.dumps(report.seconds)}")
 
 
+@index_cli.command("publish")
+@click.option("--lake", required=True, type=click.Path(file_okay=False, path_type=Path), help="Lake directory.")
+@click.option("--name", default="fingerprint", show_default=True, help="Index name under <lake>/index/.")
+def publish_cmd(lake: Path, name: str) -> None:
+    """Make the current version of an index the rows of the lake tables index_structures / index_quarantine.
+
+    Builds do this themselves; this is for a build that found the lake busy.
+    """
+    import time
+    import uuid
+
+    from speclake.index.build import publish_index_tables
+    from speclake.index.search import IndexNotFound, read_manifest
+    from speclake.index.search import index_dir as _dir
+
+    root = _dir(lake, name)
+    try:
+        manifest = read_manifest(root)
+    except IndexNotFound as exc:
+        raise click.ClickException(str(exc)) from None
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    if not publish_index_tables(lake, name, root / manifest["version_dir"], run_id):
+        raise click.ClickException(f"{lake} is not a speclake lake, or another job is writing to it")
+    click.echo(f"index {name} ({manifest['version_dir']}) published to index_structures / index_quarantine")
+
+
 _COLUMNS = ("rank", "score", "inchikey", "formula", "monoisotopic_mass", "mass_error_ppm", "smiles", "source",
             "record_id", "compound_name")
 

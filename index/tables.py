@@ -23,14 +23,18 @@ INDEX_STRUCTURES = pa.schema(
     ]
 )
 
+#: The index a lake row belongs to (``<lake>/index/<index_name>``): a lake may hold several.
+INDEX_NAME = pa.field("index_name", pa.string(), nullable=False)
+
 INDEX_STRUCTURES_SPEC = TableSpec(
-    "index_structures", INDEX_STRUCTURES, key=("inchikey",), mode="replace",
-    description="Structures of the current structure index: FAISS id, shard, InChIKey, SMILES, formula, mass, source.",
+    "index_structures", pa.schema([INDEX_NAME, *INDEX_STRUCTURES]), key=("index_name", "inchikey"), mode="replace",
+    description="Structures of the current version of every structure index: index name, FAISS id, shard, InChIKey, "
+                "SMILES, formula, mass, source.",
 )
 
 INDEX_QUARANTINE_SPEC = TableSpec(
-    "index_quarantine", QUARANTINE, key=("quarantine_id",),
-    description="Structure records the index build could not use, with the reason (same columns as quarantine).",
+    "index_quarantine", pa.schema([INDEX_NAME, *QUARANTINE]), key=("index_name", "quarantine_id"), mode="replace",
+    description="Structure records the index builds could not use, with the reason (quarantine columns + index name).",
 )
 
 register_table(INDEX_STRUCTURES_SPEC)

@@ -98,3 +98,37 @@ def check_manifest(idx: Path, count: int) -> None:
         assert s["index_type"] in {"flat", "binary_hnsw"}
     with pytest.raises(ValueError):
         IndexSettings.model_validate({**manifest["settings"], "typo": 1})
+
+
+def test_builds_publish_lake_tables_per_index(ray_local, tmp_path: Path, shipped_smiles: Path) -> None:
+    """In a speclake lake, every build makes its index's rows the lake tables index_structures and
+    index_quarantine (queryable with SQL); rebuilding one index replaces its rows and keeps the other's."""
+    from click.testing import CliRunner
+
+    from speclake.index.cli import index_cli
+    from speclake.lake import sql
+    from speclake.lake.catalog import Lake
+
+    lake = tmp_path / "lake"
+    Lake(lake, create=True)
+    good = tmp_path / "good.smi"
+    good.write_text("".join(f"{s}\t{r}\n" for s, r in read_smiles(shipped_smiles, 40)))
+    bad = tmp_path / "bad.smi"
+    bad.write_text("C1CC(\tBROKEN\n")
+    first = build_index([good, bad], lake, settings=IndexSettings(shard_target_size=20))
+    build_index([good], lake, name="second", settings=IndexSettings(shard_target_size=100))
+
+    def counts(table: str) -> dict[str, int]:
+        rows = sql.query(lake, f"SELECT index_name, count(*) AS n FROM {table} GROUP BY 1").to_pylist()
+        return {r["index_name"]: r["n"] for r in rows}
+
+    assert counts("index_structures") == {"fingerprint": first.structures, "second": first.structures}
+    assert counts("index_quarantine") == {"fingerprint": 1}
+    row = sql.query(lake, "SELECT reason_code, record_locator FROM index_quarantine").to_pylist()[0]
+    assert row["reason_code"] == "invalid_structure" and "line" in row["record_locator"]
+    build_index([bad], lake, add=True, settings=IndexSettings(shard_target_size=20))  # a new version of 'fingerprint'
+    assert counts("index_structures") == {"fingerprint": first.structures, "second": first.structures}
+    assert Lake(lake).current("index_structures").version == 3
+    res = CliRunner().invoke(index_cli, ["publish", "--lake", str(lake), "--name", "second"])
+    assert res.exit_code == 0 and "published" in res.output, res.output
+    assert counts("index_structures")["second"] == first.structures
