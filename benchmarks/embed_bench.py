@@ -11,7 +11,6 @@ and the rank of the true structure. Prints a table; ``--json`` writes it too.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import logging
 import os
@@ -26,15 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 MOSES = REPO.parent / "shared" / "data" / "structures" / "zinc_moses_1.9M.smi.gz"
 
 log = logging.getLogger("benchmarks.embed")
-
-
-def _head(src: Path, dst: Path, n: int) -> Path:
-    with gzip.open(src, "rt") as fin, open(dst, "w") as fout:
-        for i, line in enumerate(fin):
-            if i >= n:
-                break
-            fout.write(line)
-    return dst
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from speclake.index.search import StructureIndex, index_dir
     from speclake.index.settings import IndexSettings
     from speclake.lake import sql
+    from benchmarks.index_bench import _head
     from speclake.training.embedders import Arch5Embedder
 
     model = Arch5Embedder.resolve_model(str(args.lake), None)
