@@ -146,4 +146,5 @@ def _triplet_step(model: nn.Module, batch: Batch, state: StepState, device: torc
     neg_mask = torch.from_numpy(key_arr[None, :] != np.asarray(keys)[:, None]).to(device)
     graph_batch = {k: v.to(device) for k, v in collate(struct_graphs).items()}
     spec, struct = model(spectrum_tensor(batch, ctx, device), graph_batch)
-    return triplet_loss(spec, struct, positive, neg_mask, s.margin), len(keys)
+    return triplet_loss(spec, struct, positive, neg_mask, s.margin, contrastive_weight=s.contrastive_weight,
+                        temperature=s.temperature), len(keys)

@@ -91,3 +91,21 @@ def test_triplet_loss_zero_when_positive_is_much_closer():
     mask = ~torch.eye(3, dtype=torch.bool)
     assert float(triplet_loss(s, s, torch.arange(3), mask, 0.2)) == 0.0
     assert float(triplet_loss(s, s, torch.tensor([1, 2, 0]), mask, 0.2)) > 0.0
+
+
+def test_contrastive_term_is_infonce_over_positive_and_allowed_negatives():
+    """With contrastive_weight, the loss is the triplet loss plus the cross-entropy of the positive against the
+    allowed negatives only (masked-out structures do not enter the softmax)."""
+    torch.manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(3, 4), dim=1)
+    s = torch.nn.functional.normalize(torch.randn(4, 4), dim=1)
+    pos = torch.tensor([0, 1, 2])
+    mask = torch.tensor([[False, True, False, True], [True, False, True, False], [True, True, False, False]])
+    plain = triplet_loss(a, s, pos, mask, 0.2)
+    both = triplet_loss(a, s, pos, mask, 0.2, contrastive_weight=0.5, temperature=0.1)
+    logits = a @ s.T / 0.1
+    ce = []
+    for i in range(3):
+        allowed = [j for j in range(4) if mask[i, j] or j == pos[i]]
+        ce.append(-torch.log_softmax(logits[i, allowed], 0)[allowed.index(int(pos[i]))])
+    assert float(both) == pytest.approx(float(plain) + 0.5 * float(torch.stack(ce).mean()), rel=1e-5)

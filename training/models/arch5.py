@@ -25,6 +25,11 @@ class Arch5Settings(BaseModel):
     embedding_dim: int = Field(128, ge=2)
     dropout: float = Field(0.1, ge=0, lt=1)
     margin: float = Field(0.2, gt=0)
+    contrastive_weight: float = Field(
+        1.0, ge=0, description="Weight of an InfoNCE term over the same negatives (0: triplet loss alone). The "
+                               "hardest-negative triplet loss alone collapses on CPU-sized runs (every embedding "
+                               "equal, loss = margin, no gradient); the contrastive term keeps a gradient there.")
+    temperature: float = Field(0.1, gt=0, description="Temperature of the InfoNCE term.")
     hard_negatives: int = Field(4, ge=0, description="Same-formula / nearest-mass negatives per anchor.")
 
 
@@ -47,16 +52,25 @@ class JointEmbedding(nn.Module):
 
 
 def triplet_loss(anchor: torch.Tensor, structures: torch.Tensor, positive: torch.Tensor,
-                 negative_mask: torch.Tensor, margin: float) -> torch.Tensor:
-    """Hardest-negative triplet loss in cosine distance.
+                 negative_mask: torch.Tensor, margin: float, *, contrastive_weight: float = 0.0,
+                 temperature: float = 0.1) -> torch.Tensor:
+    """Hardest-negative triplet loss in cosine distance, plus (``contrastive_weight`` > 0) an InfoNCE term
+    over the positive and the same negatives.
 
     ``structures`` (m, d) holds every structure of the step; ``positive`` (n,) the index of each
     anchor's structure; ``negative_mask`` (n, m) which structures may serve as its negatives.
     """
-    dist = 1.0 - anchor @ structures.T                                  # (n, m)
+    sim = anchor @ structures.T                                         # (n, m)
+    dist = 1.0 - sim
     d_pos = dist.gather(1, positive[:, None]).squeeze(1)
     d_neg = dist.masked_fill(~negative_mask, float("inf")).min(dim=1).values
     ok = torch.isfinite(d_neg)
     if not ok.any():
         return (d_pos * 0).sum()
-    return torch.relu(d_pos[ok] - d_neg[ok] + margin).mean()
+    loss = torch.relu(d_pos[ok] - d_neg[ok] + margin).mean()
+    if contrastive_weight > 0:
+        allowed = negative_mask.clone()
+        allowed[torch.arange(len(positive), device=positive.device), positive] = True
+        logits = (sim / temperature).masked_fill(~allowed, float("-inf"))
+        loss = loss + contrastive_weight * nn.functional.cross_entropy(logits[ok], positive[ok])
+    return loss
