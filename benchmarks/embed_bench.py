@@ -1,6 +1,6 @@
 """Learned-embedding structure index (arch5): build throughput, bytes per structure, spectrum-query latency.
 
-    python -m benchmarks embed -- --lake benchmarks/results/lake_records --limit 200000
+    python -m benchmarks embed -- --lake benchmarks/results/lake_features --limit 200000
 
 Builds ``<workdir>/lake/index/arch5`` over the lake's compounds plus the first ``--limit`` MOSES
 structures with the newest arch5 model of ``--lake`` (graph encoder on every structure, on GPU
@@ -29,7 +29,7 @@ log = logging.getLogger("benchmarks.embed")
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lake", type=Path, default=REPO / "benchmarks" / "results" / "lake_records",
+    ap.add_argument("--lake", type=Path, default=REPO / "benchmarks" / "results" / "lake_features",
                     help="lake with spectra and a trained arch5 model")
     ap.add_argument("--limit", type=int, default=200_000, help="MOSES structures indexed beside the lake compounds")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/speclake-embed-bench"))

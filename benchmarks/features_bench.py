@@ -1,7 +1,7 @@
 """Benchmark of the Spark feature job over MassBank: wall time per feature, throughput, rules, motifs.
 
     python benchmarks/features_bench.py                       # ingest ../shared/data/massbank, then all features
-    python benchmarks/features_bench.py --lake /tmp/mb-lake   # reuse a lake (ingests only if it has no spectra)
+    python benchmarks/features_bench.py --lake /tmp/mb-lake   # another lake (ingests only if it has no spectra)
     python benchmarks/features_bench.py --lake L --only refsim,spec2vec --refit
 
 Target: all features for the ~80k MS2 spectra in under 10 minutes on 2 cores.
@@ -30,7 +30,8 @@ def _lake_has_spectra(lake: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lake", default="/tmp/speclake-features-bench", help="lake directory (built if empty)")
+    ap.add_argument("--lake", default=str(REPO / "benchmarks" / "results" / "lake_features"),
+                    help="lake directory (built if empty); the training and embed benchmarks read the same default")
     ap.add_argument("--inputs", nargs="*", default=[str(MASSBANK)], help="inputs to ingest when the lake is empty")
     ap.add_argument("--only", default=None, help="subset of features (comma-separated)")
     ap.add_argument("--refit", action="store_true", help="refit models and recompute every spectrum")

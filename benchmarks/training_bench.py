@@ -1,6 +1,6 @@
 """Train every architecture on a featurized lake, then evaluate all of them with the baselines and references.
 
-    python -m benchmarks training -- --lake benchmarks/results/lake_records \\
+    python -m benchmarks training -- --lake benchmarks/results/lake_features \\
         --index /tmp/speclake-index-bench/lake/index/fingerprint --epochs 5
 
 The lake must hold spectra and features (``python -m benchmarks features`` makes one from
@@ -39,7 +39,7 @@ log = logging.getLogger("benchmarks.training")
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lake", type=Path, default=REPO / "benchmarks" / "results" / "lake_records")
+    ap.add_argument("--lake", type=Path, default=REPO / "benchmarks" / "results" / "lake_features")
     ap.add_argument("--archs", default=",".join(CPU_MODELS), help="architectures to train (comma-separated)")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--workers", type=int, default=2, help="Ray Train workers")
