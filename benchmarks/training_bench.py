@@ -115,21 +115,14 @@ def main(argv: list[str] | None = None) -> int:
 def prepare_index(lake: Path, structures: list[Path]) -> int:
     """The evaluation's structure index, built ahead: lake compounds + the prefiltered structure files."""
     from speclake.lake.catalog import Lake
-    from speclake.training.candidates import ensure_index
-    from speclake.training.evaluate import EvaluationSettings, load_split_examples
-    from speclake.training.prefilter import prefilter_structure_files
+    from speclake.training.evaluate import EvaluationSettings, load_split_examples, prepare_candidate_index
 
     settings = EvaluationSettings()
     t0 = time.perf_counter()
     data = load_split_examples(Lake(lake), settings)
-    test, val = data["test"], data["validation"]
-    files = prefilter_structure_files(structures, [test, val], settings.ppm, lake / "models" / "_prefilter")
-    t1 = time.perf_counter()
-    required = sorted(set(test.column("inchikey14").to_pylist()) | set(val.column("inchikey14").to_pylist()))
-    ensure_index(lake, files, index_name=settings.index_name, required_inchikeys=required)
-    t2 = time.perf_counter()
+    files = prepare_candidate_index(Lake(lake), structures, data["test"], data["validation"], settings)
     lines = {str(f): sum(1 for _ in open(f)) for f in files}
-    print(f"prefilter {t1 - t0:.0f} s -> {lines}; index build {t2 - t1:.0f} s")
+    print(f"candidate index ready in {time.perf_counter() - t0:.0f} s; structure lines indexed: {lines}")
     return 0
 
 

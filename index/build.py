@@ -470,7 +470,7 @@ def build_index(
     return report
 
 
-def publish_index_tables(lake_dir: str | os.PathLike[str], name: str, version_dir: Path, run_id: str,
+def publish_index_tables(lake_dir: str | os.PathLike[str], name: str, version_dir: Path, run_id: str | None = None,
                          *, attempts: int = 20) -> bool:
     """Make an index version's structures and quarantine the lake tables ``index_structures`` and
     ``index_quarantine`` (rows of index ``name`` replaced, other indexes' rows kept), when ``lake_dir`` is
@@ -478,12 +478,13 @@ def publish_index_tables(lake_dir: str | os.PathLike[str], name: str, version_di
     import duckdb
 
     from speclake.index.tables import INDEX_QUARANTINE_SPEC, INDEX_STRUCTURES_SPEC
-    from speclake.lake.catalog import Lake, LakeError, PendingVersion, publish_part
+    from speclake.lake.catalog import Lake, LakeBusy, LakeError, PendingVersion, publish_part
 
     try:
         lake = Lake(lake_dir)
     except LakeError:
         return False  # an index built in a plain directory has no lake tables
+    run_id = run_id or time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     prefix = f"part-{name}-"
     for attempt in range(attempts):
         try:
@@ -514,9 +515,7 @@ def publish_index_tables(lake_dir: str | os.PathLike[str], name: str, version_di
                 finally:
                     lake.clean_staging(f"index-{run_id}")
             return True
-        except LakeError as exc:
-            if "another speclake job" not in str(exc):
-                raise
+        except LakeBusy:
             time.sleep(min(5.0, 0.2 * (attempt + 1)))
     log.warning("index %s built, but the lake tables index_structures/index_quarantine were not updated: %s is busy "
                 "(run 'speclake index publish' later)", name, lake.root)

@@ -129,9 +129,6 @@ def publish_cmd(lake: Path, name: str) -> None:
 
     Builds do this themselves; this is for a build that found the lake busy.
     """
-    import time
-    import uuid
-
     from speclake.index.build import publish_index_tables
     from speclake.index.search import IndexNotFound, read_manifest
     from speclake.index.search import index_dir as _dir
@@ -141,8 +138,7 @@ def publish_cmd(lake: Path, name: str) -> None:
         manifest = read_manifest(root)
     except IndexNotFound as exc:
         raise click.ClickException(str(exc)) from None
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    if not publish_index_tables(lake, name, root / manifest["version_dir"], run_id):
+    if not publish_index_tables(lake, name, root / manifest["version_dir"]):
         raise click.ClickException(f"{lake} is not a speclake lake, or another job is writing to it")
     click.echo(f"index {name} ({manifest['version_dir']}) published to index_structures / index_quarantine")
 
@@ -242,7 +238,7 @@ def query_cmd(lake: Path | None, name: str | None, index_path: Path | None, mass
 
 def _spectrum_queries(index: Any, path: Path, *, mass: float | None, ppm: float, k: int, formula: str | None,
                       exact: bool) -> Any:
-    """Hits for every MS2 spectrum of a file, with the spectrum's title and precursor as query columns."""
+    """Hits for every MS2 spectrum of a file, labelled by the spectrum's name or title (``query_spectrum``)."""
     import pyarrow as pa
 
     from speclake.pipelines.spectrum_files import neutral_mass_of, read_spectra

@@ -126,7 +126,7 @@ def get_embedder(name: str, model: str | None = None) -> Embedder:
     cls = embedder_class(name)
     if cls.needs_model and model is None:
         raise EmbedderUnavailable(f"embedding {name!r} needs a trained model (--embedding-model DIR)")
-    return cls(model) if model is not None else cls()
+    return cls(model)
 
 
 @register_embedder
@@ -223,10 +223,7 @@ class EmbedActor:
     """
 
     def __init__(self, embedder_cls: type[Embedder] | str, model: str | None = None) -> None:
-        if isinstance(embedder_cls, str):
-            self.embedder = get_embedder(embedder_cls, model)
-        else:
-            self.embedder = embedder_cls(model) if model is not None else embedder_cls()
+        self.embedder = get_embedder(embedder_cls, model) if isinstance(embedder_cls, str) else embedder_cls(model)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         smiles = batch.column("smiles").to_pylist()

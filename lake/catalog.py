@@ -45,6 +45,10 @@ class LakeError(RuntimeError):
     """The lake directory is missing, locked or inconsistent."""
 
 
+class LakeBusy(LakeError):
+    """Another job holds the lake's writer lock."""
+
+
 @dataclass(frozen=True)
 class TableVersion:
     """One committed version of a table."""
@@ -155,7 +159,7 @@ class Lake:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise LakeError(f"another speclake job is writing to {self.root}") from None
+                raise LakeBusy(f"another speclake job is writing to {self.root}") from None
             try:
                 yield
             finally:

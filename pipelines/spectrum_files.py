@@ -53,18 +53,8 @@ def read_spectra(path: str | Path, settings: NormalizeSettings | None = None, *,
 def neutral_mass_of(row: dict[str, Any]) -> float | None:
     """Neutral monoisotopic mass from a spectrum row's precursor m/z and adduct; without an adduct,
     ``[M+H]+`` or ``[M-H]-`` by ion mode; None when the precursor is unknown."""
-    from speclake.pipelines.normalize.adduct import UnknownAdductError, parse_adduct
+    from speclake.pipelines.normalize.adduct import neutral_mass
 
-    mz = row.get("precursor_mz")
-    if mz is None:
-        return None
-    text = row.get("adduct") or {"positive": "[M+H]+", "negative": "[M-H]-"}.get(row.get("ionmode") or "")
-    if not text:
-        return None
-    try:
-        adduct = parse_adduct(text)
-    except (UnknownAdductError, ValueError):
-        return None
-    if adduct.charge == 0 or adduct.n_molecules < 1:
-        return None
-    return (float(mz) * abs(adduct.charge) - adduct.mass_shift) / adduct.n_molecules
+    ionmode = row.get("ionmode")
+    adduct = row.get("adduct") or {"positive": "[M+H]+", "negative": "[M-H]-"}.get(ionmode or "")
+    return neutral_mass(row.get("precursor_mz"), adduct, ionmode)

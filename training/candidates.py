@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from speclake.index.catalog import Catalog
-from speclake.pipelines.normalize.adduct import UnknownAdductError, parse_adduct
+from speclake.pipelines.normalize.adduct import neutral_mass
 
 log = logging.getLogger(__name__)
 
@@ -66,19 +66,6 @@ class CandidateSets:
                 raise ValueError(f"query {i} has {len(hits)} true candidates, expected exactly 1")
             out[i] = hits[0]
         return out
-
-
-def neutral_mass(precursor_mz: float | None, adduct: str | None, ionmode: str | None = None) -> float | None:
-    """Neutral monoisotopic mass from precursor m/z and adduct text, or None when either is unusable."""
-    if precursor_mz is None or not np.isfinite(precursor_mz) or not adduct:
-        return None
-    try:
-        a = parse_adduct(adduct, ionmode)
-    except (UnknownAdductError, ValueError):
-        return None
-    if a.charge == 0 or a.n_molecules < 1:
-        return None
-    return (float(precursor_mz) * abs(a.charge) - a.mass_shift) / a.n_molecules
 
 
 def ppm_bounds(mass: float, ppm: float) -> tuple[float, float]:

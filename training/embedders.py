@@ -3,7 +3,8 @@
 * ``arch5``: the joint embedding of a trained arch5 model. Structures go through its
   message-passing graph encoder f, query spectra through its spectrum encoder g, into one
   cosine space, so ``speclake index query --spectrum FILE`` ranks database structures directly.
-* ``descriptors``: a descriptor model (arch1, arch2, arch2-flat, arch3). A structure is its
+* ``descriptors``: a descriptor model (arch1, arch2, arch2-flat; not arch3, whose engineered feature
+  blocks a query file does not carry). A structure is its
   descriptor vector in the model's descriptor space (Morgan, MACCS, substructure keys), a query
   spectrum the model's predicted probabilities; cosine compares them (CSI:FingerID-style
   fingerprint retrieval as a nearest-neighbour search).
@@ -133,13 +134,10 @@ class DescriptorEmbedder(_ModelEmbedder):
     """Descriptor vectors: structures by their descriptors, spectra by a model's predicted probabilities."""
 
     name = "descriptors"
-    archs = ("arch1", "arch2", "arch2-flat", "arch3")
+    archs = ("arch1", "arch2", "arch2-flat")
 
     def __init__(self, model: str | None = None) -> None:
         super().__init__(model)
-        if self.loaded.arch == "arch3":
-            raise EmbedderUnavailable("arch3 reads engineered feature blocks that a query file does not carry; "
-                                      "use an arch1 or arch2 model for descriptor vectors")
         from speclake.pipelines.features.descriptors import DescriptorSettings as FingerprintSettings
         from speclake.training.encoding import DescriptorSpace
 
@@ -165,7 +163,5 @@ class DescriptorEmbedder(_ModelEmbedder):
         return self._space.targets(rows).astype(np.float32), ok
 
     def embed_spectra(self, spectra: Sequence[Any] | pa.Table) -> np.ndarray:
-        """(n, dim) predicted descriptor probabilities, L2-normalised."""
-        from speclake.index.embed import normalize_rows
-
-        return normalize_rows(self.loaded.predict_descriptors(spectra_table(spectra)))
+        """(n, dim) predicted descriptor probabilities (the index L2-normalises query vectors)."""
+        return self.loaded.predict_descriptors(spectra_table(spectra))

@@ -666,6 +666,21 @@ def plot_metrics(table: pa.Table, path: str | os.PathLike[str]) -> Path:
 
 
 # -- the run --------------------------------------------------------------------------------------
+def prepare_candidate_index(lake: Lake, structures: Sequence[str | os.PathLike[str]], test: pa.Table,
+                            val: pa.Table, settings: EvaluationSettings) -> list[str | os.PathLike[str]]:
+    """Make the structure index hold the lake compounds, the true structures and ``structures`` (prefiltered to
+    the possible candidates of ``test`` and ``val`` unless disabled); return the files actually indexed."""
+    required = sorted(set(test.column("inchikey14").to_pylist()) | set(val.column("inchikey14").to_pylist()))
+    files = list(structures)
+    if files and settings.prefilter_structures:
+        from .prefilter import prefilter_structure_files
+
+        files = list(prefilter_structure_files(files, [test, val], settings.ppm, lake.root / "models" / "_prefilter"))
+    ensure_index(lake.root, files, index_name=settings.index_name, required_inchikeys=required,
+                 num_cpus=settings.num_cpus)
+    return files
+
+
 def evaluate(
     lake_dir: str | os.PathLike[str],
     model_ids: Sequence[str] | None = None,
@@ -700,15 +715,8 @@ def evaluate(
     train_fps = M.pack_fingerprints(list(train_struct.values()), fp.morgan_bits)
     library_fps = M.pack_fingerprints(train.column("morgan_on").to_pylist(), fp.morgan_bits)
 
-    required = sorted(set(test.column("inchikey14").to_pylist()) | set(val.column("inchikey14").to_pylist()))
     given = [str(s) for s in structures]
-    if structures and settings.prefilter_structures:
-        from .prefilter import prefilter_structure_files
-
-        structures = prefilter_structure_files(structures, [test, val], settings.ppm,
-                                               lake.root / "models" / "_prefilter")
-    ensure_index(lake.root, structures, index_name=settings.index_name, required_inchikeys=required,
-                 num_cpus=settings.num_cpus)
+    structures = prepare_candidate_index(lake, structures, test, val, settings)
 
     methods = [model_method(m) for m in extra_models] + neural_methods(lake, model_ids, settings.split)
     methods += classical_methods(train, settings, progress)

@@ -14,6 +14,8 @@ the few spellings of the same ion (``[M+HCOOH-H]-`` / ``[M+HCO2]-`` ->
 """
 from __future__ import annotations
 
+import math
+
 from functools import lru_cache
 
 import logging
@@ -317,3 +319,17 @@ def _canonical_name(n_molecules: int, terms: list[tuple[int, int, str]], charge:
 def adduct_mz(neutral_mass: float, adduct: Adduct) -> float:
     """m/z of ``adduct`` of a molecule of monoisotopic ``neutral_mass``: (n * M + mass_shift) / |charge|."""
     return (adduct.n_molecules * neutral_mass + adduct.mass_shift) / abs(adduct.charge)
+
+
+def neutral_mass(precursor_mz: float | None, adduct: str | None, ionmode: str | None = None) -> float | None:
+    """Neutral monoisotopic mass from precursor m/z and adduct text (the inverse of :func:`adduct_mz`),
+    or None when either is missing or unusable."""
+    if precursor_mz is None or not math.isfinite(precursor_mz) or not adduct:
+        return None
+    try:
+        a = parse_adduct(adduct, ionmode)
+    except (UnknownAdductError, ValueError):
+        return None
+    if a.charge == 0 or a.n_molecules < 1:
+        return None
+    return (float(precursor_mz) * abs(a.charge) - a.mass_shift) / a.n_molecules
