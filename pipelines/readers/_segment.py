@@ -218,6 +218,10 @@ def iter_lines(fh: BinaryIO, start: int, end: int) -> Iterator[bytes]:
 def segment_lines(lines: Iterator[bytes], fmt: str, first_index: int = 0, first_line: int = 1,
                   offset: int = 0, keep_lines: bool = True) -> Iterator[Segment]:
     """Segment a stream of lines into records of ``fmt``."""
+    fast = _FAST.get(fmt)
+    if fast is not None and keep_lines:
+        yield from fast(lines, first_index, first_line, offset)
+        return
     seg = SEGMENTERS[fmt](first_index, keep_lines)
     lineno = first_line
     for line in lines:
@@ -226,3 +230,63 @@ def segment_lines(lines: Iterator[bytes], fmt: str, first_index: int = 0, first_
         offset += len(line)
         lineno += 1
     yield from seg.finish()
+
+
+# -- fast paths: the same rules as the segmenter classes, inlined for the readers' hot loop --------
+# (tests/pipelines/readers/test_segment.py checks they give exactly the generic engine's segments)
+
+def _segment_msp(lines: Iterator[bytes], index: int, lineno: int, offset: int) -> Iterator[Segment]:
+    """:class:`MspSegmenter` rules in one loop."""
+    open_: Segment | None = None
+    has_name = False
+    for line in lines:
+        feed = line[3:] if offset == 0 and line.startswith(_BOM) else line
+        s = feed.strip()
+        if not s:
+            if open_ is not None:
+                open_.lines.append(feed)
+                yield open_
+                open_ = None
+        else:
+            is_name = s[:5].lower() == b"name:"
+            if open_ is not None and is_name and has_name:
+                yield open_
+                open_ = None
+            if open_ is None:
+                open_ = Segment(index, lineno, offset, COMPLETE)
+                index += 1
+                has_name = False
+            open_.lines.append(feed)
+            has_name = has_name or is_name
+        offset += len(line)
+        lineno += 1
+    if open_ is not None:
+        yield open_
+
+
+def _segment_massbank(lines: Iterator[bytes], index: int, lineno: int, offset: int) -> Iterator[Segment]:
+    """:class:`MassBankSegmenter` rules in one loop."""
+    open_: Segment | None = None
+    for line in lines:
+        feed = line[3:] if offset == 0 and line.startswith(_BOM) else line
+        s = feed.strip()
+        if open_ is not None and s.startswith(b"ACCESSION:"):
+            open_.status = TRUNCATED
+            yield open_
+            open_ = None
+        if open_ is None and s:
+            open_ = Segment(index, lineno, offset, COMPLETE)
+            index += 1
+        if open_ is not None:
+            open_.lines.append(feed)
+            if s == b"//":
+                yield open_
+                open_ = None
+        offset += len(line)
+        lineno += 1
+    if open_ is not None:
+        open_.status = TRUNCATED
+        yield open_
+
+
+_FAST = {"msp": _segment_msp, "massbank": _segment_massbank}

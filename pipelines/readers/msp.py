@@ -11,6 +11,7 @@ quoted annotation, kept in ``extra["peak_comments"]``.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Iterator
 
 from speclake.pipelines.readers._text import (
@@ -66,6 +67,7 @@ _NUM_PEAKS_KEYS = ("numpeaks", "numpeak")
 _PAIR_MONA = re.compile(r'"([^"=]+)=([^"]*)"')
 _PAIR_NIST = re.compile(r'([A-Za-z][\w#/ ]*?)="([^"]*)"')
 _QUOTED = re.compile(r'"[^"]*"')
+_KEY_NOISE = re.compile(r"[\s_\-]")
 _KEY_LINE = re.compile(r"^([A-Za-z#$][^:]{0,60}):\s?(.*)$")
 _find_id = id_finder(r"^DB#:\s*(\S+)")
 
@@ -75,9 +77,10 @@ def read_split(split: Split) -> Iterator[ReadResult]:
     return read_text_split(split, "msp", parse_record, _find_id, "a blank line")
 
 
+@lru_cache(maxsize=4096)
 def normalise_key(key: str) -> str:
     """``"Precursor_type"`` → ``"precursortype"``."""
-    return re.sub(r"[\s_\-]", "", key).lower()
+    return _KEY_NOISE.sub("", key).lower()
 
 
 def comment_pairs(comments: str) -> list[tuple[str, str]]:
@@ -88,6 +91,13 @@ def comment_pairs(comments: str) -> list[tuple[str, str]]:
 
 def _peaks_of_line(line: str, lineno: int) -> tuple[list[tuple[float, float]], list[str]]:
     """Peaks and quoted annotations on one peak line."""
+    if '"' not in line and ";" not in line and "," not in line:  # plain "mz intensity": the common case
+        tokens = line.split()
+        if len(tokens) == 2:
+            try:
+                return [(number(tokens[0]), number(tokens[1]))], []
+            except ValueError:
+                pass  # the general path below words the error
     notes = [q.strip('"') for q in _QUOTED.findall(line)]
     body = _QUOTED.sub(" ", line)
     peaks = []

@@ -6,7 +6,8 @@ record boundaries found by the same segmenters the readers use
 (:mod:`._segment`), so the records of a file are the same however it is split.
 
 - Plain text files (MassBank, MGF, MSP, JSON Lines): byte ranges of the file.
-- Gzip text files: decompressed chunks staged under ``staging_dir``.
+- Gzip text files: decompressed once into ``staging_dir``, then cut into byte
+  ranges of that file like plain text.
 - GNPS JSON arrays: read in place when small, else streamed with ``ijson`` into
   staged JSON Lines chunks (``extra={"layout": "jsonl", "origin": "array"}``).
 - mzML/mzXML: one split per file, or ranges of spectrum indexes
@@ -36,7 +37,7 @@ from typing import BinaryIO, Iterator
 
 import ijson
 
-from speclake.pipelines.readers._segment import SEGMENTERS
+from speclake.pipelines.readers._segment import segment_lines
 from speclake.pipelines.readers.base import Split
 from speclake.pipelines.readers.gnps_json import _plain
 
@@ -195,34 +196,6 @@ class _Stager:
             self._fh = None
 
 
-class _LineCutter:
-    """Streams lines once, remembering where splits may be cut."""
-
-    def __init__(self, segfmt: str, target: int, stager: _Stager | None) -> None:
-        self.seg = SEGMENTERS[segfmt](0, keep_lines=False)
-        self.target = target
-        self.stager = stager
-        self.cuts = [_Cut(0, 1, 0)]
-        self.offset = 0
-
-    def run(self, fh: BinaryIO) -> None:
-        seg, lineno = self.seg, 1
-        for line in fh:
-            feed = line[3:] if self.offset == 0 and line.startswith(_BOM) else line
-            last = self.cuts[-1]
-            if self.offset - last.offset >= self.target and seg.count > last.record \
-                    and seg.starts_segment(feed):
-                self.cuts.append(_Cut(self.offset, lineno, seg.count))
-                if self.stager is not None:
-                    self.stager.next_chunk()
-            if self.stager is not None:
-                self.stager.write(line)
-            seg.feed(feed, self.offset, lineno)
-            self.offset += len(line)
-            lineno += 1
-        seg.finish()
-
-
 def _mark_error(splits: list[Split], exc: BaseException) -> list[Split]:
     """Record on the last split that the stream ended in a read error."""
     last = splits[-1]
@@ -233,36 +206,40 @@ def _mark_error(splits: list[Split], exc: BaseException) -> list[Split]:
     return splits
 
 
+def _cuts(path: str, segfmt: str, target: int) -> tuple[list[_Cut], int, BaseException | None]:
+    """Record starts where ``path`` is cut into splits of about ``target`` bytes, the record count, and
+    the read error that ended the stream early (None when read to its end)."""
+    cuts, total, error = [_Cut(0, 1, 0)], 0, None
+    try:
+        with open(path, "rb") as fh:
+            for seg in segment_lines(iter(fh), segfmt):
+                last = cuts[-1]
+                if seg.offset - last.offset >= target and seg.index > last.record:
+                    cuts.append(_Cut(seg.offset, seg.line, seg.index))
+                total = seg.index + 1
+    except _READ_ERRORS as exc:
+        error = exc
+    return cuts, total, error
+
+
 def _plan_lines(path: str, fmt: str, segfmt: str, staging_dir: str, target: int,
                 extra: dict[str, str]) -> list[Split]:
-    stager = _Stager(path, fmt, staging_dir) if is_gzip(path) else None
-    error: BaseException | None = None
-    cutter = _LineCutter(segfmt, target, stager)
-    try:
-        with open_binary(path) as fh:
-            cutter.run(fh)
-    except _READ_ERRORS as exc:
-        if stager is None:
-            raise
-        log.warning("gzip stream of %s ends early: %s", path, exc)
-        error = exc
-    finally:
-        if stager is not None:
-            stager.close()
-    cuts, total, end = cutter.cuts, cutter.seg.count, cutter.offset
+    """Byte-range splits of a line-oriented file; a gzip file is first decompressed under staging."""
+    local, error = _stage_whole(path, fmt, staging_dir) if is_gzip(path) else (path, None)
+    cuts, total, read_error = _cuts(local, segfmt, target)
+    if read_error is not None:
+        raise read_error
+    end = os.path.getsize(local)
     splits = []
     for i, cut in enumerate(cuts):
         last = i + 1 == len(cuts)
         count = (total if last else cuts[i + 1].record) - cut.record
         meta = {**extra, "records": str(count)}
-        if stager is not None:
-            splits.append(Split(stager.paths[min(i, len(stager.paths) - 1)], path, fmt, 0, -1,
-                                cut.record, cut.line, meta))
-        elif len(cuts) == 1:
-            splits.append(Split(path, path, fmt, 0, -1, 0, 1, meta))
+        if len(cuts) == 1:
+            splits.append(Split(local, path, fmt, 0, -1, 0, 1, meta))
         else:
-            stop = end if last else cuts[i + 1].offset
-            splits.append(Split(path, path, fmt, cut.offset, stop, cut.record, cut.line, meta))
+            splits.append(Split(local, path, fmt, cut.offset, end if last else cuts[i + 1].offset,
+                                cut.record, cut.line, meta))
     if error is not None:
         splits = _mark_error(splits, error)
     return splits
@@ -322,13 +299,33 @@ def _plan_gnps(path: str, staging_dir: str, target: int) -> list[Split]:
     return _plan_json_array(path, staging_dir, target)
 
 
+def _gunzip(src: BinaryIO, dst: _Stager, chunk_bytes: int = 1 << 16) -> None:
+    """Decompress every gzip member of ``src`` into ``dst``, writing all that decodes before
+    raising on a truncated (EOFError) or corrupt (zlib.error) stream."""
+    inflater, fed = zlib.decompressobj(wbits=31), False
+    while chunk := src.read(chunk_bytes):
+        while chunk:
+            fed = True
+            dst.write(inflater.decompress(chunk))
+            chunk = b""
+            if inflater.eof:  # a member ended: the rest is the next member
+                chunk = inflater.unused_data
+                inflater, fed = zlib.decompressobj(wbits=31), False
+    if fed and not inflater.eof:
+        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+
+
 def _stage_whole(path: str, fmt: str, staging_dir: str) -> tuple[str, BaseException | None]:
     """Decompress ``path`` into one staged file; the read error, if any."""
     stager = _Stager(path, fmt, staging_dir)
     error = None
     try:
-        with open_binary(path) as fh:
-            shutil.copyfileobj(fh, stager)  # type: ignore[arg-type]
+        if is_gzip(path):
+            with open(path, "rb") as fh:
+                _gunzip(fh, stager)
+        else:
+            with open(path, "rb") as fh:
+                shutil.copyfileobj(fh, stager)  # type: ignore[arg-type]
     except _READ_ERRORS as exc:
         log.warning("gzip stream of %s ends early: %s", path, exc)
         error = exc

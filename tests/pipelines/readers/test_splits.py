@@ -87,17 +87,19 @@ def test_byte_range_splits_start_on_records(tmp_path: Path):
         assert cur.path == str(path) == cur.source_file
 
 
-def test_gzip_chunks_are_staged_with_true_positions(tmp_path: Path, massbank_gz: Path, massbank_text: bytes):
-    """Gzip inputs become plain chunk files under staging_dir; first_line/record refer to the original."""
+def test_gzip_is_staged_once_and_cut_with_true_positions(tmp_path: Path, massbank_gz: Path, massbank_text: bytes):
+    """A gzip input is decompressed once under staging_dir and cut into byte ranges at record starts;
+    first_line/first_record refer to the original file."""
     splits = plan_file(str(massbank_gz), str(tmp_path), target_bytes=10_000)
     assert len(splits) > 2
-    joined = b"".join(Path(s.path).read_bytes() for s in splits)
-    assert joined == massbank_text, "chunks concatenate to the decompressed file"
-    line = 1
-    for s in splits:
-        assert Path(s.path).parent == tmp_path and s.source_file == str(massbank_gz)
-        assert (s.start, s.end, s.first_line) == (0, -1, line)
-        line += Path(s.path).read_bytes().count(b"\n")
+    staged = Path(splits[0].path)
+    assert staged.parent == tmp_path and staged.read_bytes() == massbank_text, "the decompressed file"
+    assert all(s.path == str(staged) and s.source_file == str(massbank_gz) for s in splits)
+    assert splits[0].start == 0 and splits[-1].end == len(massbank_text)
+    for prev, cur in zip(splits, splits[1:]):
+        assert prev.end == cur.start and massbank_text[cur.start:].startswith(b"ACCESSION:")
+        assert cur.first_line == massbank_text[: cur.start].count(b"\n") + 1
+        assert cur.first_record == massbank_text[: cur.start].count(b"ACCESSION:")
     results = [r for s in splits for r in read_split(s)]
     assert len(results) == 33 and not errors(results)
     assert results[5].locator.startswith("record 6 (line ")
