@@ -1,8 +1,9 @@
 """SPLASH, the SPectraL hASH (Wohlgemuth et al., Nat. Biotechnol. 2016), version 1 (``splash10-...``).
 
 A faithful port of the Java reference implementation (``SplashVersion1`` in
-github.com/berlinguyinca/spectra-hash), vectorised with numpy, with the same
-floating-point operations in the same order so the result is bit-identical:
+github.com/berlinguyinca/spectra-hash), in plain Python floats (faster than numpy
+on spectra of tens of peaks), with the same floating-point operations in the
+same order so the result is bit-identical:
 
 1. intensities relative to the base peak, ``i / max * 100``;
 2. block 1 ``splash`` + spectrum type (``1`` = MS) + version ``0``;
@@ -19,7 +20,8 @@ libraries store (MassBank ``PK$SPLASH``).
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+import math
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -38,50 +40,52 @@ def splash(mz: Sequence[float] | np.ndarray, intensities: Sequence[float] | np.n
     type_id = _SPECTRUM_TYPES.get(spectrum_type.lower())
     if type_id is None:
         raise ValueError(f"unknown spectrum_type {spectrum_type!r}; allowed: {', '.join(_SPECTRUM_TYPES)}")
-    mz_arr = np.asarray(mz, dtype=np.float64).ravel()
-    int_arr = np.asarray(intensities, dtype=np.float64).ravel()
-    if mz_arr.size != int_arr.size:
-        raise ValueError(f"{mz_arr.size} m/z values but {int_arr.size} intensities")
-    if mz_arr.size == 0:
+    mzs, ints = _floats(mz), _floats(intensities)
+    if len(mzs) != len(ints):
+        raise ValueError(f"{len(mzs)} m/z values but {len(ints)} intensities")
+    if not mzs:
         raise ValueError("cannot SPLASH an empty peak list")
-    if not (np.isfinite(mz_arr).all() and np.isfinite(int_arr).all()):
+    if not all(map(math.isfinite, mzs)) or not all(map(math.isfinite, ints)):
         raise ValueError("cannot SPLASH a peak list with NaN or infinite values")
-    if type_id == "1" and ((int_arr < 0).any() or (mz_arr < 0).any()):
+    if type_id == "1" and (min(ints) < 0 or min(mzs) < 0):
         raise ValueError("SPLASH of an MS spectrum needs non-negative m/z and intensities")
-    base_peak = int_arr.max()
+    base_peak = max(ints)
     if base_peak <= 0:
         raise ValueError("cannot SPLASH a spectrum whose intensities are all zero")
-    rel = int_arr / base_peak * 100.0  # Java: ion.getIntensity() / max * scale
+    rel = [i / base_peak * 100.0 for i in ints]  # Java: ion.getIntensity() / max * scale
 
     # block 2: prefilter histogram of the top 10 peaks above 10 % of the base peak
-    keep = rel + _EPS >= 0.1 * rel.max()
-    pre_mz, pre_int = mz_arr[keep], rel[keep]
-    if pre_mz.size > 10:
-        order = np.lexsort((pre_mz, -pre_int))[:10]  # intensity desc, then m/z asc (stable like Collections.sort)
-        pre_mz, pre_int = pre_mz[order], pre_int[order]
-    prefilter = _histogram(pre_mz, pre_int, base=3, length=10, bin_size=5)
+    threshold = 0.1 * max(rel)
+    pre = [(m, r) for m, r in zip(mzs, rel) if r + _EPS >= threshold]
+    if len(pre) > 10:
+        pre = sorted(pre, key=lambda p: (-p[1], p[0]))[:10]  # intensity desc, m/z asc (stable like Collections.sort)
+    prefilter = _histogram(pre, base=3, length=10, bin_size=5)
     block2 = _to_base36(int(prefilter, 3), fill=4)
 
     # block 3: similarity histogram of all peaks
-    block3 = _histogram(mz_arr, rel, base=10, length=10, bin_size=100)
+    block3 = _histogram(zip(mzs, rel), base=10, length=10, bin_size=100)
 
-    # block 4: sha256 of the formatted ion list
-    order = np.lexsort((-rel, mz_arr))  # m/z asc, then intensity desc
-    mz_fmt = np.trunc((mz_arr[order] + _EPS) * 1_000_000).astype(np.int64)
-    int_fmt = np.trunc(rel[order] + _EPS).astype(np.int64)
-    ions = " ".join(f"{m}:{i}" for m, i in zip(mz_fmt.tolist(), int_fmt.tolist()))
+    # block 4: sha256 of the formatted ion list, m/z asc then intensity desc
+    ions = " ".join(f"{int((m + _EPS) * 1_000_000)}:{int(r + _EPS)}"
+                    for m, r in sorted(zip(mzs, rel), key=lambda p: (p[0], -p[1])))
     block4 = hashlib.sha256(ions.encode("ascii")).hexdigest()[:20]
 
     return f"splash{type_id}{_VERSION}-{block2}-{block3}-{block4}"
 
 
-def _histogram(mz: np.ndarray, rel: np.ndarray, *, base: int, length: int, bin_size: int) -> str:
+def _floats(values: Sequence[float] | np.ndarray) -> list[float]:
+    if isinstance(values, np.ndarray):
+        return values.astype(np.float64, copy=False).ravel().tolist()
+    return [float(v) for v in values]
+
+
+def _histogram(peaks: Iterable[tuple[float, float]], *, base: int, length: int, bin_size: int) -> str:
     """Wrapped histogram string of one SPLASH block; sums in peak order like the reference."""
-    bins = np.zeros(length, dtype=np.float64)
-    np.add.at(bins, np.trunc(mz / bin_size).astype(np.int64) % length, rel)  # unbuffered, in order
-    top = bins.max()
-    scaled = np.trunc(_EPS + (base - 1) * bins / top).astype(np.int64)
-    return "".join(_BASE36[v] for v in scaled.tolist())
+    bins = [0.0] * length
+    for m, r in peaks:
+        bins[int(m / bin_size) % length] += r
+    top = max(bins)
+    return "".join(_BASE36[int(_EPS + (base - 1) * b / top)] for b in bins)
 
 
 def _to_base36(number: int, *, fill: int) -> str:

@@ -92,3 +92,33 @@ def test_precursor_ppm_error_is_hand_checkable():
     ppm = precursor_ppm_error(194.080376, parse_adduct("[M+H]+"), 195.0879)
     assert ppm == pytest.approx((195.0879 - 195.087652) / 195.087652 * 1e6, abs=0.01)
     assert ppm == pytest.approx(1.27, abs=0.02)
+
+
+#: Metals, stereo (tetrahedral and double bond), charges, N-oxides, nitro, sulfoxides, salts, explicit Hs.
+CLEANUP_CASES = [
+    "CN/C(=C\\[N+](=O)[O-])NCCS(=O)Cc1ccc(CN(C)C)o1", "CC(=O)C=C(C)[O][Co]([O]C(C)=CC(C)=O)[O]C(C)=CC(C)=O",
+    "CN(C)C(=S)[S][Zn][S]C(=S)N(C)C", "O=C(O)[C@]1(O)C[C@@H](O)[C@H](O)[C@H](O)C1", "C/C=C/S(=O)CC(N)C(=O)O",
+    "CCC/C(=N\\OCC)C1=C(O)CC(C2CCCS(=O)C2)CC1=O", "C[N+](C)(C)CC(=O)[O-]", "[Na+].CC(=O)[O-]", "[H]OC([H])([H])C",
+    "c1ccc2c(c1)cc[n+]([O-])c2", "CC[N+](=O)[O-]", "N=[N+]=[N-]CC", "OC(=O)CC1(C(=O)O)CCCCC1",
+]
+
+
+def test_cleanup_with_reused_objects_is_rdkit_cleanup():
+    """The per-process standardizer objects give exactly rdMolStandardize.Cleanup's molecule."""
+    import gzip
+
+    from rdkit import Chem
+    from rdkit.Chem.MolStandardize import rdMolStandardize
+
+    from speclake.pipelines.normalize.structure import _cleanup
+    from tests.conftest import SAMPLE
+
+    text = gzip.open(SAMPLE / "massbank_sample.txt.gz", "rt", encoding="utf-8").read()
+    sample = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("CH$SMILES:")]
+    assert len(sample) > 20, "the sample has structures"
+    for smiles in CLEANUP_CASES + sample:
+        mol = Chem.MolFromSmiles(smiles)
+        if mol is None:
+            continue
+        expected = Chem.MolToSmiles(rdMolStandardize.Cleanup(mol))
+        assert Chem.MolToSmiles(_cleanup(mol)) == expected, smiles
