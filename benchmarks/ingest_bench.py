@@ -9,6 +9,10 @@ a fresh process and with engine start-up included:
 * speclake ingest of the same MSP file, with Spark ``local[N]`` for each N in --cores;
 * speclake ingest of the original MassBank record files (what users run).
 
+Before the timed speclake runs, one ingest of the bundled sample runs (and is
+reported): on a machine where speclake never ran it writes the JVM's class
+data-sharing archive (``~/.cache/speclake/jvm``) that every later run maps in.
+
 Prints one table: wall time, spectra/s, peak memory (RSS of the whole process
 tree), and the ratio to matchms.
 """
@@ -149,6 +153,12 @@ def main(argv: list[str] | None = None) -> None:
     rows.append(("matchms load_from_msp + default_filters", wall, rss, n_matchms))
 
     speclake = [sys.executable, "-m", "speclake.cli"]
+    warm = args.workdir / "lake_warmup"
+    shutil.rmtree(warm, ignore_errors=True)
+    log.info("speclake first run (bundled sample; leaves the JVM class cache if there is none) ...")
+    wall, rss, _ = timed(speclake + ["ingest", "--lake", str(warm), "--master", "local[2]"])
+    rows.append(("speclake bundled sample (first run: JVM cache)", wall, rss, _count(warm)))
+    shutil.rmtree(warm, ignore_errors=True)
     for cores in [int(c) for c in args.cores.split(",")]:
         lake = args.workdir / f"lake_msp_{cores}"
         shutil.rmtree(lake, ignore_errors=True)
@@ -163,11 +173,12 @@ def main(argv: list[str] | None = None) -> None:
         wall, rss, _ = timed(speclake + ["ingest", *map(str, files), "--lake", str(lake), "--master", f"local[{cores}]"])
         rows.append((f"speclake ingest MassBank records, local[{cores}]", wall, rss, _count(lake)))
 
-    base = rows[0][1]
+    base = rows[0][1]  # matchms
     header = f"{'run':<48}{'spectra':>9}{'wall s':>9}{'spectra/s':>11}{'peak RSS MB':>13}{'x matchms':>11}"
     lines = [header, "-" * len(header)]
     for name, wall, rss, n in rows:
-        lines.append(f"{name:<48}{n:>9}{wall:>9.1f}{n / wall:>11.0f}{rss / 2**20:>13.0f}{base / wall:>11.2f}")
+        ratio = f"{base / wall:>11.2f}" if n >= rows[0][3] * 0.9 else f"{'-':>11}"  # only runs over the same spectra
+        lines.append(f"{name:<48}{n:>9}{wall:>9.1f}{n / wall:>11.0f}{rss / 2**20:>13.0f}{ratio}")
     sys.stdout.write("\n".join(lines) + "\n")
 
 

@@ -2,12 +2,18 @@
 
 Stages (each a Spark job over Arrow batches, see :mod:`ingest_steps`):
 
-1. plan: split the inputs at record boundaries (driver, streaming);
-2. parse: read + normalize every record of every split (one task per split);
+1. plan: split the inputs at record boundaries (driver, streaming, while Spark starts);
+2. parse: read + normalize every record of every split (one task per split); each
+   task stages its spectrum rows as Parquet itself and gives Spark one light key
+   row per record (ids, reported structure, or the whole quarantine row), so
+   peak lists never become JVM rows;
 3. structures: standardize each distinct reported structure once (RDKit);
-4. finalize: join spectra with structures, ppm error, InChIKey check;
-5. write: new spectra (not yet in the lake), compounds (merged), quarantine,
-   each as a new part, then one atomic catalog commit.
+4. decide: join the key rows with their structures, structure errors to
+   quarantine, which spectra are new (not in the lake, first of duplicates);
+5. write: one task per staged file adds the structure columns (InChIKey check,
+   precursor ppm error) to its chosen rows and writes them in the spectra
+   table's partition layout; compounds (merged) and quarantine by Spark; each
+   as a new part, then one atomic catalog commit.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import os
 import shutil
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from speclake.infra.spark import SparkSettings, get_spark
 from speclake.lake.catalog import Lake, PendingVersion, publish_part
-from speclake.lake.schema import COMPOUNDS, QUARANTINE, SPECTRA
+from speclake.lake.schema import COMPOUNDS, QUARANTINE
 from speclake.pipelines import ingest_steps as steps
 from speclake.pipelines.normalize.spectrum import NormalizeSettings
 from speclake.pipelines.readers.base import Split
@@ -121,12 +128,15 @@ def run_ingest(
     with lake.lock():
         staging = lake.staging(run_id)
         try:
-            note("planning splits")
-            files, unreadable = _unreadable_inputs(inputs)
-            splits = plan_splits(files, str(staging / "chunks"), target_bytes=settings.split_bytes) if files else []
-            report.stage_seconds["plan"] = time.perf_counter() - t0
-            note(f"starting Spark ({settings.spark.master})")
-            spark = spark or get_spark(settings.spark)
+            with ThreadPoolExecutor(1, thread_name_prefix="spark-start") as pool:
+                starting = None if spark is not None else pool.submit(get_spark, settings.spark)  # JVM starts meanwhile
+                note("planning splits")
+                files, unreadable = _unreadable_inputs(inputs)
+                splits = plan_splits(files, str(staging / "chunks"), target_bytes=settings.split_bytes) if files else []
+                report.stage_seconds["plan"] = time.perf_counter() - t0
+                note(f"starting Spark ({settings.spark.master})")
+                spark = spark if starting is None else starting.result()
+            report.stage_seconds["spark_start"] = time.perf_counter() - t0 - report.stage_seconds["plan"]
             _run_stages(spark, lake, run_id, splits, unreadable, settings, report, note)
         finally:
             lake.clean_staging(run_id)
@@ -142,37 +152,40 @@ def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unread
     staging = lake.staging(run_id)
     tick = time.perf_counter()
 
-    # -- parse ----------------------------------------------------------------------------------
+    # -- parse: tasks stage the spectrum rows themselves and hand Spark one light key row per record ---
     note(f"parsing {len(splits)} splits")
-    parsed_path = str(staging / "parsed")
+    parsed_dir, keys_path = staging / "parsed", str(staging / "keys")
+    parsed_dir.mkdir(parents=True, exist_ok=True)
     if splits:
-        rdd = spark.sparkContext.parallelize([(steps.split_json(s),) for s in splits], numSlices=len(splits))
-        split_df = spark.createDataFrame(rdd, "split string")
-        source, settings_json = settings.source, settings.normalize.model_dump_json()
-        parsed = split_df.mapInArrow(
-            lambda it: steps.parse_splits_batches(it, source_override=source, settings_json=settings_json),
-            _spark_schema(steps.PARSED),
+        rdd = spark.sparkContext.parallelize([(i, steps.split_json(s)) for i, s in enumerate(splits)],
+                                             numSlices=len(splits))
+        split_df = spark.createDataFrame(rdd, "index int, split string")
+        source, settings_json, out_dir = settings.source, settings.normalize.model_dump_json(), str(parsed_dir)
+        keyed = split_df.mapInArrow(
+            lambda it: steps.parse_splits_batches(it, source_override=source, settings_json=settings_json,
+                                                  out_dir=out_dir),
+            _spark_schema(steps.KEYS),
         )
-        parsed.write.mode("overwrite").parquet(parsed_path)
+        keyed.write.mode("overwrite").parquet(keys_path)
     else:
-        spark.createDataFrame([], _spark_schema(steps.PARSED)).write.mode("overwrite").parquet(parsed_path)
-    parsed = spark.read.parquet(parsed_path)
+        spark.createDataFrame([], _spark_schema(steps.KEYS)).write.mode("overwrite").parquet(keys_path)
+    keys = spark.read.schema(_spark_schema(steps.KEYS)).parquet(keys_path)
     report.stage_seconds["parse"] = time.perf_counter() - tick
     tick = time.perf_counter()
 
     # -- structures, once per distinct reported structure ---------------------------------------
     note("standardizing structures")
-    spectra = parsed.where(F.col("kind") == "spectrum")
+    spectra = keys.where(F.col("kind") == "spectrum")
     distinct = (spectra.where(F.col("smiles_reported").isNotNull() | F.col("inchi_reported").isNotNull())
                 .select("smiles_reported", "inchi_reported").distinct())
     structures_path = str(staging / "structures")
     distinct.mapInArrow(steps.standardize_batches, _spark_schema(steps.STRUCTURES)) \
         .write.mode("overwrite").parquet(structures_path)
-    structures = spark.read.parquet(structures_path)
+    structures = spark.read.schema(_spark_schema(steps.STRUCTURES)).parquet(structures_path)
     report.stage_seconds["structures"] = time.perf_counter() - tick
     tick = time.perf_counter()
 
-    # -- join spectra with their structures (Spark SQL, no Python round trip) --------------------
+    # -- join the key rows with their structures (Spark SQL, small rows) --------------------------
     note("joining spectra with structures")
     s = structures.select(
         F.col("smiles_reported").alias("_s"), F.col("inchi_reported").alias("_i"), "inchikey", "inchikey14",
@@ -182,7 +195,7 @@ def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unread
     joined = spectra.join(
         F.broadcast(s), spectra["smiles_reported"].eqNullSafe(s["_s"]) & spectra["inchi_reported"].eqNullSafe(s["_i"]),
         "left").drop("_s", "_i")
-    good = _with_structure_checks(joined.where(F.col("error_code").isNull()), F).withColumn("ingest_run_id", F.lit(run_id))
+    good = joined.where(F.col("error_code").isNull())
     structure_errors = joined.where(F.col("error_code").isNotNull()).select(
         "source", "source_file", "record_locator", "source_format", F.lit("structure").alias("stage"),
         F.col("error_code").alias("reason_code"), F.coalesce("error", F.lit("invalid structure")).alias("reason"),
@@ -191,22 +204,26 @@ def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unread
     report.stage_seconds["join"] = time.perf_counter() - tick
     tick = time.perf_counter()
 
-    # -- which spectra are new: decided on ids only, then one pass writes the rows ---------------
+    # -- which spectra are new: decided on the key rows, then one task per staged file writes them --
     note("writing lake tables")
     pending: dict[str, PendingVersion] = {}
-    keys = good.select("spectrum_id", F.struct("source_file", "record_locator").alias("_loc"))
-    keepers = keys.groupBy("spectrum_id").agg(F.min("_loc").alias("_loc"))  # one row per id: its first locator
+    ids = good.select("spectrum_id", F.struct("source_file", "record_locator").alias("_loc"))
+    keepers = (ids.groupBy("spectrum_id")  # one row per id: its first locator, and how often it came
+               .agg(F.min("_loc").alias("_loc"), F.count("*").alias("_n")).cache())
+    n_distinct, n_rows = keepers.agg(F.count("*"), F.sum("_n")).collect()[0]
+    n_rows = n_rows or 0
+    lap = _laps(report, "write", tick)
+    lap("decide")
     existing = _existing(spark, lake, "spectra", "spectrum_id")
     new_keys = (keepers.join(existing, "spectrum_id", "left_anti") if existing is not None else keepers).select(
-        F.col("spectrum_id").alias("_id"), F.col("_loc.source_file").alias("_f"), F.col("_loc.record_locator").alias("_l")).cache()
-    n_rows, n_distinct, n_new = good.count(), keepers.count(), new_keys.count()
-    selector = F.broadcast(new_keys) if n_new <= 2_000_000 else new_keys
+        F.col("spectrum_id").alias("_id"), F.col("_loc.source_file").alias("_f"), F.col("_loc.record_locator").alias("_l"))
+    selector = F.broadcast(new_keys) if n_distinct <= 2_000_000 else new_keys
     new_rows = good.join(selector, (good["spectrum_id"] == selector["_id"]) & (good["source_file"] == selector["_f"])
-                         & (good["record_locator"] == selector["_l"]), "left_semi")
-    _write_part(lake, "spectra", run_id, new_rows.select(*[F.col(f.name) for f in SPECTRA]), staging, pending,
-                settings, partition_by=("ionmode", "ms_level"), row_count=n_new)
+                         & (good["record_locator"] == selector["_l"]), "left_semi").cache()
+    n_new = _write_spectra(lake, run_id, new_rows, structures_path, staging, pending, settings, len(splits))
+    lap("spectra")
 
-    quarantine_rows = parsed.where(F.col("kind") == "quarantine").select(*_quarantine_cols(F)) \
+    quarantine_rows = keys.where(F.col("kind") == "quarantine").select(*_quarantine_cols(F)) \
         .unionByName(structure_errors.select(*_quarantine_cols(F)))
     if unreadable:
         quarantine_rows = quarantine_rows.unionByName(
@@ -223,12 +240,16 @@ def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unread
     q_new = q_unique.join(q_existing, "quarantine_id", "left_anti") if q_existing is not None else q_unique
     n_q_new = _write_part(lake, "quarantine", run_id, q_new.select(*[F.col(f.name) for f in QUARANTINE]),
                           staging, pending, settings)
+    lap("quarantine")
 
     if n_new or lake.current("compounds") is None:
-        compounds, n_compounds, n_compounds_new = _compounds(spark, lake, new_rows)
-        _write_part(lake, "compounds", run_id, compounds, staging, pending, settings, row_count=n_compounds)
+        n_old = lake.current("compounds").row_count if lake.current("compounds") is not None else 0
+        n_compounds = _write_part(lake, "compounds", run_id, _compounds(spark, lake, new_rows), staging, pending,
+                                  settings)
+        n_compounds_new = n_compounds - n_old
     else:
         n_compounds, n_compounds_new = lake.current("compounds").row_count, 0
+    lap("compounds")
 
     # -- counts: every record read is a spectrum row (possibly a duplicate) or a quarantine row -------
     reasons = {r["reason_code"]: r["n"] for r in quarantine_rows.groupBy("reason_code").agg(F.count("*").alias("n")).collect()}
@@ -242,7 +263,8 @@ def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unread
     report.records_read = n_rows + report.quarantined
     report.compounds_total, report.compounds_new = n_compounds, n_compounds_new
     quarantine_rows.unpersist()
-    new_keys.unpersist()
+    keepers.unpersist()
+    new_rows.unpersist()
     report.stage_seconds["write"] = time.perf_counter() - tick
 
     note("committing")
@@ -250,16 +272,16 @@ def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unread
     report.table_versions = {name: tv.version for name, tv in published.items()}
 
 
-def _with_structure_checks(df: Any, F: Any) -> Any:
-    """InChIKey check and precursor ppm error against the standardized structure, as Spark expressions."""
-    chain = F.col("precursor_mz_chain")
-    first_precursor = F.when(F.size(chain) > 1, F.element_at(chain, 1)).otherwise(F.col("precursor_mz"))
-    expected = (F.col("adduct_n_molecules") * F.col("structure_mass") + F.col("adduct_mass_shift")) / F.col("adduct_abs_charge")
-    reported = F.upper(F.trim("inchikey_reported"))
-    mismatch = F.when(F.col("inchikey").isNull() | reported.isNull() | (reported == ""), F.lit(None).cast("boolean")) \
-        .otherwise(F.split(reported, "-").getItem(0) != F.col("inchikey14"))
-    return (df.withColumn("inchikey_mismatch", mismatch)
-              .withColumn("precursor_ppm_error", (first_precursor - expected) / expected * F.lit(1e6)))
+def _laps(report: IngestReport, stage: str, start: float) -> Callable[[str], None]:
+    """A stopwatch recording ``stage.part`` seconds in the report, lap by lap."""
+    last = [start]
+
+    def lap(part: str) -> None:
+        now = time.perf_counter()
+        report.stage_seconds[f"{stage}.{part}"] = now - last[0]
+        last[0] = now
+
+    return lap
 
 
 def _quarantine_cols(F: Any) -> list[Any]:
@@ -295,44 +317,61 @@ def _write_part(lake: Lake, table: str, run_id: str, df: Any, staging: Path, pen
     return n
 
 
+def _write_spectra(lake: Lake, run_id: str, new_rows: Any, structures_path: str, staging: Path,
+                   pending: dict[str, PendingVersion], settings: IngestSettings, n_files: int) -> int:
+    """Write the new spectra as a new part: one task per staged parse file takes its chosen rows,
+    adds the structure columns and writes them in the table's partition layout; return the row count."""
+    from pyspark.sql import functions as F
+
+    out = staging / "out-spectra"
+    chosen = new_rows.groupBy("parsed_file").agg(F.collect_list("row").alias("rows"))
+    out_dir, run = str(out), run_id
+    n_new = chosen.repartition(max(1, n_files)).mapInArrow(  # round robin: about one staged file per task
+        lambda it: steps.finalize_batches(it, structures_dir=structures_path, out_dir=out_dir, run_id=run),
+        "parsed_file string, n long").agg(F.sum("n")).collect()[0][0] or 0
+    if n_new == 0:
+        shutil.rmtree(out, ignore_errors=True)
+        return 0
+    part = publish_part(lake, "spectra", run_id, out)
+    pending["spectra"] = PendingVersion(new_parts=(part,), row_count=n_new,
+                                        settings={"ingest": settings.model_dump(mode="json")})
+    return n_new
+
+
 def _count_parquet(path: Path) -> int:
     import pyarrow.parquet as pq
 
     return sum(pq.ParquetFile(f).metadata.num_rows for f in path.rglob("*.parquet"))
 
 
-def _compounds(spark: Any, lake: Lake, new_spectra: Any) -> tuple[Any, int, int]:
-    """The whole compounds table after this run: existing rows merged with the new spectra's structures."""
+def _compounds(spark: Any, lake: Lake, new_spectra: Any) -> Any:
+    """The whole compounds table after this run: existing rows merged with the new spectra's structures.
+
+    Order-independent: each InChIKey keeps the smallest of its standardized structures (tautomers
+    written differently share a key), names and ChemOnt classes, so the same spectra give the same
+    table whatever the order or batches they were ingested in.
+    """
     from pyspark.sql import functions as F
 
-    fresh = (new_spectra.where(F.col("inchikey").isNotNull())
-             .groupBy("inchikey")
-             .agg(F.first("inchikey14", ignorenulls=True).alias("inchikey14"),
-                  F.first("structure_smiles", ignorenulls=True).alias("smiles"),
-                  F.first("structure_inchi", ignorenulls=True).alias("inchi"),
-                  F.first("structure_formula", ignorenulls=True).alias("formula"),
-                  F.first("structure_mass", ignorenulls=True).alias("monoisotopic_mass"),
-                  F.min("compound_name").alias("compound_name"),
-                  F.first("chemont_id", ignorenulls=True).alias("chemont_id"),
-                  F.first("chemont_classes", ignorenulls=True).alias("chemont_classes"),
-                  F.count("*").alias("n_spectra"),
-                  F.array_sort(F.collect_set("source")).alias("sources"),
-                  F.array_sort(F.collect_set("license")).alias("licenses")))
     cols = [f.name for f in COMPOUNDS]
+    rows = new_spectra.where(F.col("inchikey").isNotNull()).select(
+        "inchikey", "inchikey14", F.col("structure_smiles").alias("smiles"), F.col("structure_inchi").alias("inchi"),
+        F.col("structure_formula").alias("formula"), F.col("structure_mass").alias("monoisotopic_mass"),
+        "compound_name", "chemont_id", "chemont_classes", F.lit(1).cast("long").alias("n_spectra"),
+        F.array("source").alias("sources"),
+        F.when(F.col("license").isNotNull(), F.array("license")).otherwise(F.array().cast("array<string>")).alias("licenses"),
+    ).select(*cols)
     files = lake.files("compounds")
-    fresh = fresh.select(*cols)
     if files:
-        old = spark.read.parquet(*files).select(*cols)
-        merged = (old.unionByName(fresh).groupBy("inchikey")
-                  .agg(*[F.first(c, ignorenulls=True).alias(c) for c in cols
-                         if c not in ("inchikey", "n_spectra", "sources", "licenses")],
-                       F.sum("n_spectra").alias("n_spectra"),
-                       F.array_sort(F.array_distinct(F.flatten(F.collect_list("sources")))).alias("sources"),
-                       F.array_sort(F.array_distinct(F.flatten(F.collect_list("licenses")))).alias("licenses"))
-                  .select(*cols))
-        n_old = lake.current("compounds").row_count
-    else:
-        merged, n_old = fresh, 0
-    merged = merged.coalesce(1).cache()
-    n = merged.count()
-    return merged, n, n - n_old
+        rows = spark.read.parquet(*files).select(*cols).unionByName(rows)
+    structure = ("smiles", "inchi", "formula", "monoisotopic_mass", "inchikey14")
+    merged = rows.groupBy("inchikey").agg(
+        F.min(F.struct(*structure)).alias("_s"),
+        F.min("compound_name").alias("compound_name"),
+        F.min(F.when(F.col("chemont_id").isNotNull(), F.struct("chemont_id", "chemont_classes"))).alias("_c"),
+        F.sum("n_spectra").alias("n_spectra"),
+        F.array_sort(F.array_distinct(F.flatten(F.collect_list("sources")))).alias("sources"),
+        F.array_sort(F.array_distinct(F.flatten(F.collect_list("licenses")))).alias("licenses"))
+    picked = {**{c: F.col(f"_s.{c}") for c in structure}, "chemont_id": F.col("_c.chemont_id"),
+              "chemont_classes": F.col("_c.chemont_classes")}
+    return merged.select(*[picked.get(c, F.col(c)).alias(c) for c in cols]).coalesce(1)

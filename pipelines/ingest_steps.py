@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import traceback
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
@@ -48,12 +50,32 @@ def _nullable(fields: Iterable[pa.Field]) -> list[pa.Field]:
     return [f.with_nullable(True) for f in fields]
 
 
-#: Output of the parse step: spectrum rows and quarantine rows in one schema.
+#: A spectrum row as the parse step stages it (one Parquet file per split, written by the task).
 PARSED = pa.schema(
-    [pa.field("kind", pa.string())]
-    + _nullable(f for f in SPECTRA if f.name not in STRUCTURE_COLUMNS and f.name != "ingest_run_id")
+    _nullable(f for f in SPECTRA if f.name not in STRUCTURE_COLUMNS and f.name != "ingest_run_id")
     + COMPOUND_FACTS
     + ADDUCT_FACTS
+)
+
+#: The light row the parse step hands to Spark for every record: where the spectrum row is staged,
+#: its identity and reported structure, the compound facts, and for a quarantined record the whole
+#: quarantine row (``kind`` tells which). Peaks never travel through Spark.
+KEYS = pa.schema(
+    [
+        pa.field("kind", pa.string()),
+        pa.field("parsed_file", pa.string()),
+        pa.field("row", pa.int32()),
+        pa.field("spectrum_id", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("source_file", pa.string()),
+        pa.field("record_locator", pa.string()),
+        pa.field("source_format", pa.string()),
+        pa.field("smiles_reported", pa.string()),
+        pa.field("inchi_reported", pa.string()),
+        pa.field("compound_name", pa.string()),
+        pa.field("license", pa.string()),
+    ]
+    + COMPOUND_FACTS[:2]
     + QUARANTINE_FACTS
 )
 
@@ -74,6 +96,9 @@ STRUCTURES = pa.schema(
 )
 
 BATCH_ROWS = 512
+#: Parquet codec of the staged parse output (read once, deleted after the run) and of lake files.
+STAGING_COMPRESSION = "lz4"
+LAKE_COMPRESSION = "zstd"
 
 
 def quarantine_id(source_file: str, locator: str, reason_code: str) -> str:
@@ -164,19 +189,160 @@ def _normalized(record: RawRecord, *, source: str, settings: Any, normalize: Any
 
 
 def parse_splits_batches(batches: Iterator[pa.RecordBatch], *, source_override: str | None,
-                         settings_json: str) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: batches of split descriptions in, parsed rows out."""
+                         settings_json: str, out_dir: str) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: batches of (index, split description) in, one :data:`KEYS` row per record out.
+
+    The spectrum rows of split ``index`` are written by the task itself to
+    ``out_dir/split-{index}.parquet`` (:data:`PARSED`), so peaks are never converted to Spark rows.
+    """
     from speclake.pipelines.normalize.spectrum import NormalizeSettings
 
     settings = NormalizeSettings.model_validate_json(settings_json)
+    for batch in batches:
+        for index, desc in zip(batch.column("index").to_pylist(), batch.column("split").to_pylist()):
+            split = Split(**json.loads(desc))
+            path = os.path.join(out_dir, f"split-{index:06d}.parquet")
+            yield from _batches(_staged(parse_records(split, source=source_label(split, source_override),
+                                                      settings=settings), path), KEYS)
 
-    def rows() -> Iterator[dict[str, Any]]:
-        for batch in batches:
-            for desc in batch.column("split").to_pylist():
-                split = Split(**json.loads(desc))
-                yield from parse_records(split, source=source_label(split, source_override), settings=settings)
 
-    yield from _batches(rows(), PARSED)
+def _staged(rows: Iterable[dict[str, Any]], path: str) -> Iterator[dict[str, Any]]:
+    """Write the spectrum rows of ``rows`` to ``path`` (atomically, batch by batch); yield a key row for each."""
+    import pyarrow.parquet as pq
+
+    tmp = f"{path}.tmp-{os.getpid()}"
+    writer: pq.ParquetWriter | None = None
+    buf: list[dict[str, Any]] = []
+    n = 0
+    try:
+        for row in rows:
+            if row["kind"] == "spectrum":
+                buf.append(row)
+                row = {**{k: row.get(k) for k in _KEY_NAMES}, "parsed_file": path, "row": n}
+                n += 1
+                if len(buf) >= BATCH_ROWS:
+                    writer = writer or pq.ParquetWriter(tmp, PARSED, compression=STAGING_COMPRESSION)
+                    writer.write_batch(pa.RecordBatch.from_pylist(buf, schema=PARSED))
+                    buf = []
+            yield row
+        if buf:
+            writer = writer or pq.ParquetWriter(tmp, PARSED, compression=STAGING_COMPRESSION)
+            writer.write_batch(pa.RecordBatch.from_pylist(buf, schema=PARSED))
+        if writer is not None:
+            writer.close()
+            writer = None
+            os.replace(tmp, path)
+    finally:
+        if writer is not None:
+            writer.close()
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+_KEY_NAMES = tuple(f.name for f in KEYS if f.name not in ("parsed_file", "row"))
+
+
+def finalize_batches(batches: Iterator[pa.RecordBatch], *, structures_dir: str, out_dir: str,
+                     run_id: str) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: (parsed_file, rows) in, the chosen rows written as ``spectra`` files, counts out.
+
+    Each staged file's rows get their standardized structure (InChIKey, InChIKey-14), the InChIKey
+    check and the precursor ppm error, and are written under ``out_dir`` partitioned like the table
+    (``ionmode=.../ms_level=.../``) with the lake's Parquet settings.
+    """
+    import pyarrow.parquet as pq
+
+    structures = structure_lookup(structures_dir)
+    for batch in batches:
+        files, rows = batch.column("parsed_file").to_pylist(), batch.column("rows").to_pylist()
+        written = []
+        for parsed_file, chosen in zip(files, rows):
+            table = pq.read_table(parsed_file).take(pa.array(sorted(chosen), pa.int64()))
+            written.append(write_spectra_files(finalize_rows(table, structures, run_id), out_dir,
+                                               Path(parsed_file).stem))
+        yield pa.RecordBatch.from_pydict({"parsed_file": files, "n": written},
+                                         schema=pa.schema([("parsed_file", pa.string()), ("n", pa.int64())]))
+
+
+StructureLookup = dict[tuple[Any, Any], tuple[str, str, float]]
+
+
+def structure_lookup(structures_dir: str) -> StructureLookup:
+    """(smiles_reported, inchi_reported) -> (inchikey, inchikey14, monoisotopic mass) of every good structure."""
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(structures_dir, format="parquet").to_table(
+        columns=["smiles_reported", "inchi_reported", "inchikey", "inchikey14", "monoisotopic_mass"],
+        filter=ds.field("error_code").is_null())
+    cols = [table.column(i).to_pylist() for i in range(5)]
+    return {(s, i): (k, k14, m) for s, i, k, k14, m in zip(*cols)}
+
+
+def finalize_rows(table: pa.Table, structures: StructureLookup, run_id: str) -> pa.Table:
+    """Staged spectrum rows as ``spectra`` rows: structure columns, InChIKey check, ppm error, run id."""
+    found = [structures.get(pair) for pair in zip(table.column("smiles_reported").to_pylist(),
+                                                  table.column("inchi_reported").to_pylist())]
+    masses = [f[2] if f else None for f in found]
+    keys = [f[0] if f else None for f in found]
+    keys14 = [f[1] if f else None for f in found]
+    mismatch = [inchikey_disagrees(reported, key, key14) for reported, key, key14
+                in zip(table.column("inchikey_reported").to_pylist(), keys, keys14)]
+    ppm = [ppm_error(chain, mz, mass, n, shift, z) for chain, mz, mass, n, shift, z in zip(
+        table.column("precursor_mz_chain").to_pylist(), table.column("precursor_mz").to_pylist(), masses,
+        table.column("adduct_n_molecules").to_pylist(), table.column("adduct_mass_shift").to_pylist(),
+        table.column("adduct_abs_charge").to_pylist())]
+    added = {"inchikey": pa.array(keys, pa.string()), "inchikey14": pa.array(keys14, pa.string()),
+             "inchikey_mismatch": pa.array(mismatch, pa.bool_()), "precursor_ppm_error": pa.array(ppm, pa.float64()),
+             "ingest_run_id": pa.array([run_id] * table.num_rows, pa.string())}
+    return pa.table([added[f.name] if f.name in added else table.column(f.name) for f in SPECTRA],
+                    schema=_nullable_schema(SPECTRA))
+
+
+def inchikey_disagrees(reported: str | None, inchikey: str | None, inchikey14: str | None) -> bool | None:
+    """Whether the reported InChIKey's first block differs from the computed one; None if either is missing."""
+    text = (reported or "").strip(" ").upper()
+    if inchikey is None or not text:
+        return None
+    return text.split("-")[0] != inchikey14
+
+
+def ppm_error(chain: list[float] | None, precursor_mz: float | None, mass: float | None, n_molecules: int | None,
+              mass_shift: float | None, abs_charge: int | None) -> float | None:
+    """ppm error of the (first-stage) precursor m/z against the structure's ion, m/z = (n M + shift) / |z|."""
+    first = chain[0] if chain and len(chain) > 1 else precursor_mz
+    if first is None or mass is None or n_molecules is None or mass_shift is None or not abs_charge:
+        return None
+    expected = (n_molecules * mass + mass_shift) / abs_charge
+    return (first - expected) / expected * 1e6 if expected else None
+
+
+def write_spectra_files(table: pa.Table, out_dir: str, name: str) -> int:
+    """Write ``spectra`` rows under ``out_dir`` in the table's hive layout (one file per partition); rows written."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from speclake.lake.schema import TABLES
+
+    spec = TABLES["spectra"]
+    if table.num_rows == 0:
+        return 0
+    keys = table.select(list(spec.partition_by)).group_by(list(spec.partition_by)).aggregate([]).to_pylist()
+    for key in sorted(keys, key=lambda k: tuple(str(v) for v in k.values())):
+        mask = None
+        for col, value in key.items():
+            cond = pc.equal(table.column(col), value)
+            mask = cond if mask is None else pc.and_(mask, cond)
+        part = table.filter(mask).drop_columns(list(spec.partition_by))
+        folder = os.path.join(out_dir, *(f"{col}={value}" for col, value in key.items()))
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".{name}.parquet.tmp")
+        pq.write_table(part, tmp, compression=LAKE_COMPRESSION)
+        os.replace(tmp, os.path.join(folder, f"part-{name}.parquet"))
+    return table.num_rows
+
+
+def _nullable_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema(_nullable(schema))
 
 
 def standardize_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -167,3 +167,28 @@ def test_ingest_killed_before_commit_keeps_previous_version(spark, tmp_path: Pat
     con = connect(lake_dir)
     assert con.sql("SELECT count(*) FROM spectra").fetchall()[0][0] == 76, "only version 1's 76 spectra are visible"
     assert Lake(lake_dir).current("spectra").version == 1, "the killed run committed nothing"
+
+
+def test_compounds_do_not_depend_on_ingest_order(spark, tmp_path: Path) -> None:
+    """Two tautomer SMILES of one InChIKey, ingested in either order: the same compounds row (smallest SMILES)."""
+    keto, enol = "O=C(O)c1ccc(=O)[nH]c1", "O=C(O)c1ccc(O)nc1"  # 6-hydroxynicotinic acid, one InChIKey
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text(_variant("MSBNK-Test-TAUT0001", **{"CH$SMILES: c(ccc1C(=NN=C2C)C(=O)N2)cc1": f"CH$SMILES: {keto}"}))
+    second.write_text(_variant("MSBNK-Test-TAUT0002", **{"CH$SMILES: c(ccc1C(=NN=C2C)C(=O)N2)cc1": f"CH$SMILES: {enol}",
+                                                          "CH$NAME: Metamitron-desamino": "CH$NAME: 6-hydroxynicotinic acid"}))
+    rows = []
+    for order, name in (((first, second), "ab"), ((second, first), "ba")):
+        for path in order:
+            _ingest(spark, [path], tmp_path / name)
+        rows.append(connect(tmp_path / name).sql(
+            "SELECT inchikey, smiles, compound_name, n_spectra, sources FROM compounds ORDER BY inchikey").fetchall())
+    assert rows[0] == rows[1], "ingest order changed the compounds table"
+    (_, smiles, name, n_spectra, _), = rows[0]
+    assert smiles == min(smiles_of(keto), smiles_of(enol)) and n_spectra == 2
+    assert name == "6-hydroxynicotinic acid", "the smallest name"
+
+
+def smiles_of(smiles: str) -> str:
+    from speclake.pipelines.normalize.structure import standardize_structure
+
+    return standardize_structure(smiles, None).smiles
