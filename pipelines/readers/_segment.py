@@ -202,17 +202,24 @@ SEGMENTERS: dict[str, type[Segmenter]] = {
 }
 
 
-def iter_lines(fh: BinaryIO, start: int, end: int) -> Iterator[bytes]:
-    """Lines of ``fh`` from byte ``start`` to ``end`` (-1: end of file), streamed."""
+def iter_lines(fh: BinaryIO, start: int, end: int, block_bytes: int = 1 << 20) -> Iterator[bytes]:
+    """Lines of ``fh`` from byte ``start`` to ``end`` (-1: end of file), each with its ``\n``,
+    streamed in blocks of ``block_bytes`` (exactly what ``readline`` would give)."""
     fh.seek(start)
     remaining = -1 if end < 0 else end - start
+    carry = b""
     while remaining != 0:
-        line = fh.readline() if remaining < 0 else fh.readline(remaining)
-        if not line:
-            return
+        data = fh.read(block_bytes if remaining < 0 else min(block_bytes, remaining))
+        if not data:
+            break
         if remaining > 0:
-            remaining -= len(line)
-        yield line
+            remaining -= len(data)
+        lines = (carry + data).split(b"\n") if carry else data.split(b"\n")
+        carry = lines.pop()
+        for line in lines:
+            yield line + b"\n"
+    if carry:
+        yield carry
 
 
 def segment_lines(lines: Iterator[bytes], fmt: str, first_index: int = 0, first_line: int = 1,

@@ -10,8 +10,10 @@ quoted annotation, kept in ``extra["peak_comments"]``.
 """
 from __future__ import annotations
 
+import math
 import re
 from functools import lru_cache
+from math import isfinite
 from typing import Iterator
 
 from speclake.pipelines.readers._text import (
@@ -91,13 +93,6 @@ def comment_pairs(comments: str) -> list[tuple[str, str]]:
 
 def _peaks_of_line(line: str, lineno: int) -> tuple[list[tuple[float, float]], list[str]]:
     """Peaks and quoted annotations on one peak line."""
-    if '"' not in line and ";" not in line and "," not in line:  # plain "mz intensity": the common case
-        tokens = line.split()
-        if len(tokens) == 2:
-            try:
-                return [(number(tokens[0]), number(tokens[1]))], []
-            except ValueError:
-                pass  # the general path below words the error
     notes = [q.strip('"') for q in _QUOTED.findall(line)]
     body = _QUOTED.sub(" ", line)
     peaks = []
@@ -167,9 +162,20 @@ def parse_record(text: str, first_line: int) -> Parsed:
             add_extra(extra, "unparsed_lines", f"line {lineno}: {line}")
             continue
         in_peaks = True
+        if '"' not in line and ";" not in line and "," not in line:  # plain "mz intensity": the common case
+            tokens = line.split()
+            if len(tokens) == 2:
+                try:
+                    mz, intensity = float(tokens[0]), float(tokens[1])
+                except ValueError:
+                    mz = intensity = math.nan
+                if isfinite(mz) and isfinite(intensity):
+                    peaks.append((mz, intensity))
+                    continue  # anything else: the general path below reads it or words the error
         line_peaks, line_notes = _peaks_of_line(line, lineno)
         peaks.extend(line_peaks)
-        notes.extend(f"{p[0]:g}\t{n}" for p, n in zip(line_peaks[-1:], line_notes[:1]))
+        if line_peaks and line_notes:
+            notes.append(f"{line_peaks[-1][0]:g}\t{line_notes[0]}")
     _apply_comments(metadata, extra)
     if num_peaks is not None:
         add_extra(extra, "Num Peaks", num_peaks)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from speclake.pipelines.readers._segment import _FAST, SEGMENTERS, Segment, segment_lines
+from speclake.pipelines.readers._segment import _FAST, SEGMENTERS, Segment, iter_lines, segment_lines
 from tests.conftest import SAMPLE, shared_path
 
 #: Lines that exercise every rule: record starts and ends, restarts, blanks, BOM, CRLF, peaks.
@@ -62,3 +62,23 @@ def test_fast_loop_matches_rule_engine_on_real_files(fmt: str, name: str) -> Non
     fast = list(segment_lines(iter(lines), fmt))
     assert fast, "the file has records"
     assert _facts(fast) == _facts(_generic(lines, fmt, 0, 1, 0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=300), start=st.integers(0, 300), length=st.integers(-1, 300), block=st.integers(1, 64))
+def test_iter_lines_gives_what_readline_gives(data: bytes, start: int, length: int, block: int) -> None:
+    """Block-wise line splitting yields exactly readline's lines for any byte range, \\r and all."""
+    import io
+
+    start = min(start, len(data))
+    end = -1 if length < 0 else min(len(data), start + length)
+    fh = io.BytesIO(data)
+    fh.seek(start)
+    expected, remaining = [], -1 if end < 0 else end - start
+    while remaining != 0:
+        line = fh.readline() if remaining < 0 else fh.readline(remaining)
+        if not line:
+            break
+        remaining -= len(line) if remaining > 0 else 0
+        expected.append(line)
+    assert list(iter_lines(io.BytesIO(data), start, end, block)) == expected
