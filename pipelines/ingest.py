@@ -220,8 +220,7 @@ def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unread
     selector = F.broadcast(new_keys) if n_distinct <= 2_000_000 else new_keys
     new_rows = good.join(selector, (good["spectrum_id"] == selector["_id"]) & (good["source_file"] == selector["_f"])
                          & (good["record_locator"] == selector["_l"]), "left_semi").cache()
-    n_new = _write_spectra(lake, run_id, new_rows, structures_path, staging, pending, settings, len(splits))
-    lap("spectra")
+    any_new = n_distinct > 0 if existing is None else bool(new_keys.limit(1).count())
 
     quarantine_rows = keys.where(F.col("kind") == "quarantine").select(*_quarantine_cols(F)) \
         .unionByName(structure_errors.select(*_quarantine_cols(F)))
@@ -238,18 +237,30 @@ def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unread
     q_existing = _existing(spark, lake, "quarantine", "quarantine_id")
     q_unique = quarantine_rows.dropDuplicates(["quarantine_id"])
     q_new = q_unique.join(q_existing, "quarantine_id", "left_anti") if q_existing is not None else q_unique
-    n_q_new = _write_part(lake, "quarantine", run_id, q_new.select(*[F.col(f.name) for f in QUARANTINE]),
-                          staging, pending, settings)
-    lap("quarantine")
+    current_compounds = lake.current("compounds")
 
-    if n_new or lake.current("compounds") is None:
-        n_old = lake.current("compounds").row_count if lake.current("compounds") is not None else 0
-        n_compounds = _write_part(lake, "compounds", run_id, _compounds(spark, lake, new_rows), staging, pending,
-                                  settings)
-        n_compounds_new = n_compounds - n_old
-    else:
-        n_compounds, n_compounds_new = lake.current("compounds").row_count, 0
-    lap("compounds")
+    def spectra_part() -> int:
+        return _write_spectra(lake, run_id, new_rows, structures_path, staging, pending, settings, len(splits))
+
+    def quarantine_part() -> int:
+        return _write_part(lake, "quarantine", run_id, q_new.select(*[F.col(f.name) for f in QUARANTINE]),
+                           staging, pending, settings)
+
+    def compounds_part() -> int:
+        if not any_new and current_compounds is not None:
+            return current_compounds.row_count
+        return _write_part(lake, "compounds", run_id, _compounds(spark, lake, new_rows), staging, pending, settings)
+
+    # the three parts are independent Spark jobs: run together, the small ones fill the cores the
+    # spectra tasks leave idle
+    timed_parts = {"spectra": spectra_part, "quarantine": quarantine_part, "compounds": compounds_part}
+    with ThreadPoolExecutor(len(timed_parts), thread_name_prefix="ingest-write") as pool:
+        futures = {name: pool.submit(_timed, fn) for name, fn in timed_parts.items()}
+        results = {name: f.result() for name, f in futures.items()}
+    for name, (_, seconds) in results.items():
+        report.stage_seconds[f"write.{name}"] = seconds
+    n_new, n_q_new, n_compounds = (results[name][0] for name in ("spectra", "quarantine", "compounds"))
+    n_compounds_new = n_compounds - (current_compounds.row_count if current_compounds is not None else 0)
 
     # -- counts: every record read is a spectrum row (possibly a duplicate) or a quarantine row -------
     reasons = {r["reason_code"]: r["n"] for r in quarantine_rows.groupBy("reason_code").agg(F.count("*").alias("n")).collect()}
@@ -270,6 +281,11 @@ def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unread
     note("committing")
     published = lake.commit(pending, run_id=run_id) if pending else {}
     report.table_versions = {name: tv.version for name, tv in published.items()}
+
+
+def _timed(fn: Callable[[], int]) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    return fn(), time.perf_counter() - t0
 
 
 def _laps(report: IngestReport, stage: str, start: float) -> Callable[[str], None]:
