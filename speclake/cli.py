@@ -168,6 +168,9 @@ def _print_report(report) -> None:  # IngestReport
         click.echo("  quarantine by reason:")
         for reason, n in report.quarantine_reasons.items():
             click.echo(f"    {reason:<28}{n:>8}")
+    stages = [(k, v) for k, v in report.stage_seconds.items() if "." not in k]
+    if stages:
+        click.echo("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in stages))
 
 
 @main.command()

@@ -192,3 +192,17 @@ def smiles_of(smiles: str) -> str:
     from speclake.pipelines.normalize.structure import standardize_structure
 
     return standardize_structure(smiles, None).smiles
+
+
+def test_cli_ingest_reports_counts_reasons_and_stage_seconds(spark, bad_inputs: Path, tmp_path: Path) -> None:
+    """`speclake ingest` prints the records read, both table counts, the quarantine reasons and seconds per stage."""
+    from click.testing import CliRunner
+
+    from speclake.cli import main
+
+    result = CliRunner().invoke(main, ["ingest", str(bad_inputs / "bad_smiles.txt"), str(bad_inputs / "peaktext.txt"),
+                                       "--lake", str(tmp_path / "lake")])
+    assert result.exit_code == 0, result.output
+    assert "3 records read in" in result.output and "spectra (accepted)" in result.output
+    assert "invalid_structure" in result.output and "peak_parse_error" in result.output
+    assert "seconds: plan" in result.output and "parse" in result.output.split("seconds:")[1]
