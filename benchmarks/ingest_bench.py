@@ -1,6 +1,6 @@
 """speclake ingest vs matchms (load_from_msp + default_filters) on the same spectra.
 
-    python -m benchmarks.ingest_bench [--massbank DIR] [--limit N] [--cores 1,2]
+    python -m benchmarks.ingest_bench [--massbank DIR] [--limit N] [--cores 1,2] [--repeat N]
 
 Converts the MassBank records to one MSP file (once, cached), then times, each in
 a fresh process and with engine start-up included:
@@ -13,8 +13,10 @@ Before the timed speclake runs, one ingest of the bundled sample runs (and is
 reported): on a machine where speclake never ran it writes the JVM's class
 data-sharing archive (``~/.cache/speclake/jvm``) that every later run maps in.
 
-Prints one table: wall time, spectra/s, peak memory (RSS of the whole process
-tree), and the ratio to matchms.
+With ``--repeat N`` every configuration runs N times in interleaved rounds.
+Prints one table: fastest and median wall time, spectra/s, peak memory (RSS of
+the whole process tree), and the ratios to matchms (fastest to fastest, median
+to median).
 """
 from __future__ import annotations
 
@@ -133,6 +135,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cores", default="1,2", help="Spark local[N] core counts to run, e.g. 1,2")
     parser.add_argument("--workdir", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--skip-records", action="store_true", help="skip ingesting the original record files")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run every configuration N times, interleaved; the table shows the fastest and the "
+                             "median wall time (shared machines are noisy)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -146,40 +151,59 @@ def main(argv: list[str] | None = None) -> None:
         n = massbank_to_msp(files, msp, args.limit)
         log.info("  %d spectra written", n)
 
-    rows: list[tuple[str, float, int, int]] = []
-    log.info("matchms: load_from_msp + default_filters ...")
-    wall, rss, out = timed([sys.executable, "-c", MATCHMS_SCRIPT, str(msp)])
-    n_matchms = int(out.strip().splitlines()[-1])
-    rows.append(("matchms load_from_msp + default_filters", wall, rss, n_matchms))
-
     speclake = [sys.executable, "-m", "speclake.cli"]
     warm = args.workdir / "lake_warmup"
     shutil.rmtree(warm, ignore_errors=True)
     log.info("speclake first run (bundled sample; leaves the JVM class cache if there is none) ...")
     wall, rss, _ = timed(speclake + ["ingest", "--lake", str(warm), "--master", "local[2]"])
-    rows.append(("speclake bundled sample (first run: JVM cache)", wall, rss, _count(warm)))
+    warmup = (wall, rss, _count(warm))
     shutil.rmtree(warm, ignore_errors=True)
+
+    # name -> (command, lake or None); every round runs each once, so machine noise hits all alike
+    configs: dict[str, tuple[list[str], Path | None]] = {
+        "matchms load_from_msp + default_filters": ([sys.executable, "-c", MATCHMS_SCRIPT, str(msp)], None)}
     for cores in [int(c) for c in args.cores.split(",")]:
         lake = args.workdir / f"lake_msp_{cores}"
-        shutil.rmtree(lake, ignore_errors=True)
-        log.info("speclake ingest (MSP, local[%d]) ...", cores)
-        wall, rss, _ = timed(speclake + ["ingest", str(msp), "--lake", str(lake), "--master", f"local[{cores}]"])
-        rows.append((f"speclake ingest MSP, local[{cores}]", wall, rss, _count(lake)))
+        configs[f"speclake ingest MSP, local[{cores}]"] = (
+            speclake + ["ingest", str(msp), "--lake", str(lake), "--master", f"local[{cores}]"], lake)
     if not args.skip_records and not args.limit:
         cores = max(int(c) for c in args.cores.split(","))
         lake = args.workdir / "lake_records"
-        shutil.rmtree(lake, ignore_errors=True)
-        log.info("speclake ingest (MassBank records, local[%d]) ...", cores)
-        wall, rss, _ = timed(speclake + ["ingest", *map(str, files), "--lake", str(lake), "--master", f"local[{cores}]"])
-        rows.append((f"speclake ingest MassBank records, local[{cores}]", wall, rss, _count(lake)))
+        configs[f"speclake ingest MassBank records, local[{cores}]"] = (
+            speclake + ["ingest", *map(str, files), "--lake", str(lake), "--master", f"local[{cores}]"], lake)
+    runs: dict[str, list[tuple[float, int, int]]] = {name: [] for name in configs}
+    for round_ in range(max(1, args.repeat)):
+        for name, (cmd, lake) in configs.items():
+            log.info("round %d: %s ...", round_ + 1, name)
+            if lake is not None:
+                shutil.rmtree(lake, ignore_errors=True)
+            wall, rss, out = timed(cmd)
+            n = int(out.strip().splitlines()[-1]) if lake is None else _count(lake)
+            runs[name].append((wall, rss, n))
+    sys.stdout.write(_table(runs, warmup, args.repeat) + "\n")
 
-    base = rows[0][1]  # matchms
-    header = f"{'run':<48}{'spectra':>9}{'wall s':>9}{'spectra/s':>11}{'peak RSS MB':>13}{'x matchms':>11}"
-    lines = [header, "-" * len(header)]
-    for name, wall, rss, n in rows:
-        ratio = f"{base / wall:>11.2f}" if n >= rows[0][3] * 0.9 else f"{'-':>11}"  # only runs over the same spectra
-        lines.append(f"{name:<48}{n:>9}{wall:>9.1f}{n / wall:>11.0f}{rss / 2**20:>13.0f}{ratio}")
-    sys.stdout.write("\n".join(lines) + "\n")
+
+def _table(runs: dict[str, list[tuple[float, int, int]]], warmup: tuple[float, int, int], repeat: int) -> str:
+    """Fastest and median wall per configuration and their ratios to matchms (the first configuration)."""
+    import statistics
+
+    best = {name: min(w for w, _, _ in r) for name, r in runs.items()}
+    median = {name: statistics.median(w for w, _, _ in r) for name, r in runs.items()}
+    base_name = next(iter(runs))
+    n_base = runs[base_name][0][2]
+    header = (f"{'run':<48}{'spectra':>9}{'best s':>9}{'median s':>10}{'spectra/s':>11}{'peak RSS MB':>13}"
+              f"{'x matchms':>11}{'(median)':>10}")
+    lines = [f"{repeat} round(s)", header, "-" * len(header)]
+    wall, rss, n = warmup
+    lines.append(f"{'speclake bundled sample (first run: JVM cache)':<48}{n:>9}{wall:>9.1f}{'':>10}{n / wall:>11.0f}"
+                 f"{rss / 2**20:>13.0f}{'-':>11}{'':>10}")
+    for name, r in runs.items():
+        n, rss = r[0][2], max(x[1] for x in r)
+        same = n >= n_base * 0.9  # ratios only for runs over the same spectra
+        ratio = f"{best[base_name] / best[name]:>11.2f}{median[base_name] / median[name]:>10.2f}" if same else f"{'-':>11}{'':>10}"
+        lines.append(f"{name:<48}{n:>9}{best[name]:>9.1f}{median[name]:>10.1f}{n / best[name]:>11.0f}"
+                     f"{rss / 2**20:>13.0f}{ratio}")
+    return "\n".join(lines)
 
 
 def _count(lake: Path) -> int:

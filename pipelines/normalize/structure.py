@@ -114,8 +114,10 @@ def standardize_structure(smiles: str | None, inchi: str | None) -> Standardized
         mol = _parse(smiles, inchi)
         try:
             mol = _cleanup(mol)
-            mol = _standardizers().fragment_chooser.choose(mol)
-            mol = _standardizers().uncharger.uncharge(mol)
+            if len(Chem.GetMolFrags(mol)) > 1:  # one fragment: the chooser would return it unchanged
+                mol = _standardizers().fragment_chooser.choose(mol)
+            if any(atom.GetFormalCharge() for atom in mol.GetAtoms()):  # nothing to neutralize otherwise
+                mol = _standardizers().uncharger.uncharge(mol)
             Chem.SanitizeMol(mol)
         except Exception as exc:  # RDKit raises its own exception types
             raise InvalidStructureError(f"standardization of {(smiles or inchi or '')[:80]!r} failed: {exc}") from None
