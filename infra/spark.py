@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from speclake.lake.schema import PARQUET_CODEC
+
 log = logging.getLogger(__name__)
 
 LOG4J_CONFIG = Path(__file__).resolve().parent / "log4j2.properties"
@@ -64,7 +66,7 @@ def spark_conf(settings: SparkSettings) -> dict[str, Any]:
             [f"-Dlog4j2.configurationFile={LOG4J_CONFIG}"]
             + (["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"] if settings.quick_jvm and settings.master.startswith("local") else [])
             + (class_cache_options(Path(settings.jvm_class_cache)) if settings.jvm_class_cache else [])),
-        "spark.sql.parquet.compression.codec": "zstd",
+        "spark.sql.parquet.compression.codec": PARQUET_CODEC,
     }
     conf.update(settings.conf)
     return conf
@@ -95,8 +97,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # exists, owned by another user
+        pass
     return True
 
 

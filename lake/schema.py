@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 SCHEMA_VERSION = 1
+#: Parquet codec of every lake file (Spark's writer and the Python writers alike).
+PARQUET_CODEC = "zstd"
 
 PEAK_ANNOTATION = pa.struct(
     [

@@ -212,8 +212,7 @@ def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unread
                .agg(F.min("_loc").alias("_loc"), F.count("*").alias("_n")).cache())
     n_distinct, n_rows = keepers.agg(F.count("*"), F.sum("_n")).collect()[0]
     n_rows = n_rows or 0
-    lap = _laps(report, "write", tick)
-    lap("decide")
+    report.stage_seconds["write.decide"] = time.perf_counter() - tick
     existing = _existing(spark, lake, "spectra", "spectrum_id")
     new_keys = (keepers.join(existing, "spectrum_id", "left_anti") if existing is not None else keepers).select(
         F.col("spectrum_id").alias("_id"), F.col("_loc.source_file").alias("_f"), F.col("_loc.record_locator").alias("_l"))
@@ -288,18 +287,6 @@ def _timed(fn: Callable[[], int]) -> tuple[int, float]:
     return fn(), time.perf_counter() - t0
 
 
-def _laps(report: IngestReport, stage: str, start: float) -> Callable[[str], None]:
-    """A stopwatch recording ``stage.part`` seconds in the report, lap by lap."""
-    last = [start]
-
-    def lap(part: str) -> None:
-        now = time.perf_counter()
-        report.stage_seconds[f"{stage}.{part}"] = now - last[0]
-        last[0] = now
-
-    return lap
-
-
 def _quarantine_cols(F: Any) -> list[Any]:
     return [F.col(n) for n in ("source", "source_file", "record_locator", "source_format", "stage", "reason_code",
                                "reason", "raw_excerpt")]
@@ -314,14 +301,11 @@ def _existing(spark: Any, lake: Lake, table: str, key: str) -> Any:
 
 
 def _write_part(lake: Lake, table: str, run_id: str, df: Any, staging: Path, pending: dict[str, PendingVersion],
-                settings: IngestSettings, *, partition_by: tuple[str, ...] = (), row_count: int | None = None) -> int:
+                settings: IngestSettings) -> int:
     """Write ``df`` as a new part of ``table`` (under staging, then renamed in); return its row count."""
     out = staging / f"out-{table}"
-    writer = df.write.mode("overwrite")
-    if partition_by:
-        writer = writer.partitionBy(*partition_by)
-    writer.parquet(str(out))
-    n = row_count if row_count is not None else _count_parquet(out)
+    df.write.mode("overwrite").parquet(str(out))
+    n = _count_parquet(out)
     if n == 0 and table != "compounds":
         shutil.rmtree(out, ignore_errors=True)
         return 0

@@ -19,6 +19,8 @@ from typing import Any, Iterable, Iterator
 import pyarrow as pa
 
 from speclake.lake.schema import SPECTRA
+from speclake.pipelines.normalize.adduct import parse_adduct
+from speclake.pipelines.normalize.structure import inchikey_mismatch, precursor_ppm_error
 from speclake.pipelines.readers.base import RawRecord, RecordError, Split
 
 log = logging.getLogger(__name__)
@@ -31,13 +33,7 @@ COMPOUND_FACTS = [
     pa.field("chemont_classes", pa.list_(pa.string())),
     pa.field("exact_mass_reported", pa.float64()),
 ]
-#: Quarantine facts carried in the same rows (kind == "quarantine").
-#: Adduct arithmetic carried to the structure join: m/z = (n * M + shift) / |z|.
-ADDUCT_FACTS = [
-    pa.field("adduct_n_molecules", pa.int32()),
-    pa.field("adduct_mass_shift", pa.float64()),
-    pa.field("adduct_abs_charge", pa.int32()),
-]
+#: Quarantine facts carried in the key rows (kind == "quarantine").
 QUARANTINE_FACTS = [
     pa.field("stage", pa.string()),
     pa.field("reason_code", pa.string()),
@@ -54,7 +50,6 @@ def _nullable(fields: Iterable[pa.Field]) -> list[pa.Field]:
 PARSED = pa.schema(
     _nullable(f for f in SPECTRA if f.name not in STRUCTURE_COLUMNS and f.name != "ingest_run_id")
     + COMPOUND_FACTS
-    + ADDUCT_FACTS
 )
 
 #: The light row the parse step hands to Spark for every record: where the spectrum row is staged,
@@ -96,9 +91,8 @@ STRUCTURES = pa.schema(
 )
 
 BATCH_ROWS = 512
-#: Parquet codec of the staged parse output (read once, deleted after the run) and of lake files.
+#: Parquet codec of the staged parse output (read once, deleted after the run).
 STAGING_COMPRESSION = "lz4"
-LAKE_COMPRESSION = "zstd"
 
 
 def quarantine_id(source_file: str, locator: str, reason_code: str) -> str:
@@ -176,12 +170,6 @@ def _normalized(record: RawRecord, *, source: str, settings: Any, normalize: Any
                                f"{type(exc).__name__}: {exc}", record.raw_excerpt, source)
     row["kind"] = "spectrum"
     row["usi"] = row.get("usi") or derive_usi(row.get("accession"), source)
-    if row.get("adduct"):
-        from speclake.pipelines.normalize.adduct import parse_adduct
-
-        adduct = parse_adduct(row["adduct"])
-        row.update(adduct_n_molecules=adduct.n_molecules, adduct_mass_shift=adduct.mass_shift,
-                   adduct_abs_charge=abs(adduct.charge))
     if row.get("ms_level") is None:
         return _quarantine_row(record.source_file, record.locator, record.fmt, "normalize", "missing_ms_level",
                                "the MS level could not be determined from the record", record.raw_excerpt, source)
@@ -282,67 +270,45 @@ def finalize_rows(table: pa.Table, structures: StructureLookup, run_id: str) -> 
     """Staged spectrum rows as ``spectra`` rows: structure columns, InChIKey check, ppm error, run id."""
     found = [structures.get(pair) for pair in zip(table.column("smiles_reported").to_pylist(),
                                                   table.column("inchi_reported").to_pylist())]
-    masses = [f[2] if f else None for f in found]
     keys = [f[0] if f else None for f in found]
-    keys14 = [f[1] if f else None for f in found]
-    mismatch = [inchikey_disagrees(reported, key, key14) for reported, key, key14
-                in zip(table.column("inchikey_reported").to_pylist(), keys, keys14)]
-    ppm = [ppm_error(chain, mz, mass, n, shift, z) for chain, mz, mass, n, shift, z in zip(
-        table.column("precursor_mz_chain").to_pylist(), table.column("precursor_mz").to_pylist(), masses,
-        table.column("adduct_n_molecules").to_pylist(), table.column("adduct_mass_shift").to_pylist(),
-        table.column("adduct_abs_charge").to_pylist())]
-    added = {"inchikey": pa.array(keys, pa.string()), "inchikey14": pa.array(keys14, pa.string()),
+    mismatch = [None if key is None else inchikey_mismatch(reported, key)
+                for reported, key in zip(table.column("inchikey_reported").to_pylist(), keys)]
+    ppm = [_ppm(f, chain, mz, adduct) for f, chain, mz, adduct in zip(
+        found, table.column("precursor_mz_chain").to_pylist(), table.column("precursor_mz").to_pylist(),
+        table.column("adduct").to_pylist())]
+    added = {"inchikey": pa.array(keys, pa.string()),
+             "inchikey14": pa.array([f[1] if f else None for f in found], pa.string()),
              "inchikey_mismatch": pa.array(mismatch, pa.bool_()), "precursor_ppm_error": pa.array(ppm, pa.float64()),
              "ingest_run_id": pa.array([run_id] * table.num_rows, pa.string())}
     return pa.table([added[f.name] if f.name in added else table.column(f.name) for f in SPECTRA],
-                    schema=_nullable_schema(SPECTRA))
+                    schema=pa.schema(_nullable(SPECTRA)))
 
 
-def inchikey_disagrees(reported: str | None, inchikey: str | None, inchikey14: str | None) -> bool | None:
-    """Whether the reported InChIKey's first block differs from the computed one; None if either is missing."""
-    text = (reported or "").strip(" ").upper()
-    if inchikey is None or not text:
-        return None
-    return text.split("-")[0] != inchikey14
-
-
-def ppm_error(chain: list[float] | None, precursor_mz: float | None, mass: float | None, n_molecules: int | None,
-              mass_shift: float | None, abs_charge: int | None) -> float | None:
-    """ppm error of the (first-stage) precursor m/z against the structure's ion, m/z = (n M + shift) / |z|."""
+def _ppm(structure: tuple[str, str, float] | None, chain: list[float] | None, precursor_mz: float | None,
+         adduct: str | None) -> float | None:
+    """ppm error of the (first-stage) precursor m/z against the structure's ion; None without structure or adduct."""
     first = chain[0] if chain and len(chain) > 1 else precursor_mz
-    if first is None or mass is None or n_molecules is None or mass_shift is None or not abs_charge:
+    if structure is None or first is None or not adduct:
         return None
-    expected = (n_molecules * mass + mass_shift) / abs_charge
-    return (first - expected) / expected * 1e6 if expected else None
+    try:
+        return precursor_ppm_error(structure[2], parse_adduct(adduct), first)
+    except ZeroDivisionError:
+        return None
 
 
 def write_spectra_files(table: pa.Table, out_dir: str, name: str) -> int:
     """Write ``spectra`` rows under ``out_dir`` in the table's hive layout (one file per partition); rows written."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+    import pyarrow.dataset as ds
 
-    from speclake.lake.schema import TABLES
+    from speclake.lake.schema import PARQUET_CODEC, TABLES
 
-    spec = TABLES["spectra"]
-    if table.num_rows == 0:
-        return 0
-    keys = table.select(list(spec.partition_by)).group_by(list(spec.partition_by)).aggregate([]).to_pylist()
-    for key in sorted(keys, key=lambda k: tuple(str(v) for v in k.values())):
-        mask = None
-        for col, value in key.items():
-            cond = pc.equal(table.column(col), value)
-            mask = cond if mask is None else pc.and_(mask, cond)
-        part = table.filter(mask).drop_columns(list(spec.partition_by))
-        folder = os.path.join(out_dir, *(f"{col}={value}" for col, value in key.items()))
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{name}.parquet.tmp")
-        pq.write_table(part, tmp, compression=LAKE_COMPRESSION)
-        os.replace(tmp, os.path.join(folder, f"part-{name}.parquet"))
+    if table.num_rows:
+        keys = list(TABLES["spectra"].partition_by)
+        ds.write_dataset(table, out_dir, format="parquet", basename_template=f"part-{name}-{{i}}.parquet",
+                         partitioning=ds.partitioning(table.select(keys).schema, flavor="hive"),
+                         existing_data_behavior="overwrite_or_ignore",
+                         file_options=ds.ParquetFileFormat().make_write_options(compression=PARQUET_CODEC))
     return table.num_rows
-
-
-def _nullable_schema(schema: pa.Schema) -> pa.Schema:
-    return pa.schema(_nullable(schema))
 
 
 def standardize_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

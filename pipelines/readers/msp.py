@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import re
 from functools import lru_cache
-from math import isfinite
 from typing import Iterator
 
 from speclake.pipelines.readers._text import (
@@ -169,7 +168,7 @@ def parse_record(text: str, first_line: int) -> Parsed:
                     mz, intensity = float(tokens[0]), float(tokens[1])
                 except ValueError:
                     mz = intensity = math.nan
-                if isfinite(mz) and isfinite(intensity):
+                if math.isfinite(mz) and math.isfinite(intensity):
                     peaks.append((mz, intensity))
                     continue  # anything else: the general path below reads it or words the error
         line_peaks, line_notes = _peaks_of_line(line, lineno)
