@@ -1,9 +1,9 @@
 """Record segmentation shared by the split planner and the text readers.
 
 One segmenter per line-oriented format decides where each record starts and
-ends. The planner cuts splits only where :meth:`Segmenter.starts_segment` says a
-new record begins, and the readers run the *same* segmenter over each split, so
-both always count and number records identically.
+ends. The planner cuts splits only where :func:`segment_lines` begins a record,
+and the readers run the *same* segmentation over each split, so both always
+count and number records identically.
 
 Rules (lines compared after stripping whitespace):
 
@@ -49,9 +49,8 @@ class Segment:
 class Segmenter:
     """Incremental line segmenter; subclasses define the format's rules."""
 
-    def __init__(self, first_index: int = 0, keep_lines: bool = True) -> None:
+    def __init__(self, first_index: int = 0) -> None:
         self.count = first_index          # index of the next record to start
-        self.keep_lines = keep_lines
         self._open: Segment | None = None
 
     # -- rules, overridden per format -------------------------------------
@@ -80,13 +79,6 @@ class Segmenter:
         return COMPLETE
 
     # -- engine ------------------------------------------------------------
-    def starts_segment(self, line: bytes) -> bool:
-        """Whether ``line`` would begin a new record (a legal split point)."""
-        s = line.strip()
-        if self._open is None:
-            return self._opens(s)
-        return self._restarts(s)
-
     def feed(self, line: bytes, offset: int, lineno: int) -> list[Segment]:
         """Consume one line; return the records it completed."""
         s = line.strip()
@@ -101,8 +93,7 @@ class Segmenter:
             self._open = Segment(self.count, lineno, offset, self._begin_status(s))
             self.count += 1
             self._reset_notes()
-        if self.keep_lines:
-            self._open.lines.append(line)
+        self._open.lines.append(line)
         self._note(s)
         if self._closes(s):
             done.append(self._open)
@@ -223,13 +214,13 @@ def iter_lines(fh: BinaryIO, start: int, end: int, block_bytes: int = 1 << 20) -
 
 
 def segment_lines(lines: Iterator[bytes], fmt: str, first_index: int = 0, first_line: int = 1,
-                  offset: int = 0, keep_lines: bool = True) -> Iterator[Segment]:
+                  offset: int = 0) -> Iterator[Segment]:
     """Segment a stream of lines into records of ``fmt``."""
     fast = _FAST.get(fmt)
-    if fast is not None and keep_lines:
+    if fast is not None:
         yield from fast(lines, first_index, first_line, offset)
         return
-    seg = SEGMENTERS[fmt](first_index, keep_lines)
+    seg = SEGMENTERS[fmt](first_index)
     lineno = first_line
     for line in lines:
         feed = line[3:] if offset == 0 and line.startswith(_BOM) else line

@@ -206,29 +206,24 @@ def _mark_error(splits: list[Split], exc: BaseException) -> list[Split]:
     return splits
 
 
-def _cuts(path: str, segfmt: str, target: int) -> tuple[list[_Cut], int, BaseException | None]:
-    """Record starts where ``path`` is cut into splits of about ``target`` bytes, the record count, and
-    the read error that ended the stream early (None when read to its end)."""
-    cuts, total, error = [_Cut(0, 1, 0)], 0, None
-    try:
-        with open(path, "rb") as fh:
-            for seg in segment_lines(iter(fh), segfmt):
-                last = cuts[-1]
-                if seg.offset - last.offset >= target and seg.index > last.record:
-                    cuts.append(_Cut(seg.offset, seg.line, seg.index))
-                total = seg.index + 1
-    except _READ_ERRORS as exc:
-        error = exc
-    return cuts, total, error
+def _cuts(path: str, segfmt: str, target: int) -> tuple[list[_Cut], int]:
+    """Record starts where the plain file ``path`` is cut into splits of about ``target`` bytes, and the
+    record count."""
+    cuts, total = [_Cut(0, 1, 0)], 0
+    with open(path, "rb") as fh:
+        for seg in segment_lines(iter(fh), segfmt):
+            last = cuts[-1]
+            if seg.offset - last.offset >= target and seg.index > last.record:
+                cuts.append(_Cut(seg.offset, seg.line, seg.index))
+            total = seg.index + 1
+    return cuts, total
 
 
 def _plan_lines(path: str, fmt: str, segfmt: str, staging_dir: str, target: int,
                 extra: dict[str, str]) -> list[Split]:
     """Byte-range splits of a line-oriented file; a gzip file is first decompressed under staging."""
     local, error = _stage_whole(path, fmt, staging_dir) if is_gzip(path) else (path, None)
-    cuts, total, read_error = _cuts(local, segfmt, target)
-    if read_error is not None:
-        raise read_error
+    cuts, total = _cuts(local, segfmt, target)
     end = os.path.getsize(local)
     splits = []
     for i, cut in enumerate(cuts):

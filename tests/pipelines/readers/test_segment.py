@@ -23,7 +23,7 @@ LINES = {
 
 
 def _generic(lines: list[bytes], fmt: str, index: int, line: int, offset: int) -> list[Segment]:
-    seg = SEGMENTERS[fmt](index, True)
+    seg = SEGMENTERS[fmt](index)
     out: list[Segment] = []
     for raw in lines:
         feed = raw[3:] if offset == 0 and raw.startswith(b"\xef\xbb\xbf") else raw
