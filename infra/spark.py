@@ -129,7 +129,8 @@ def class_cache_options(folder: Path) -> list[str]:
     except OSError as exc:
         log.debug("no JVM class cache in %s: %s", folder, exc)
         return []
-    return [f"-XX:ArchiveClassesAtExit={folder / f'spark-{key}.{os.getpid()}.jsa'}"]
+    # -Xlog:cds*=off: the dump's per-class "Skipping ...: Signed JAR" warnings are noise, not errors
+    return [f"-XX:ArchiveClassesAtExit={folder / f'spark-{key}.{os.getpid()}.jsa'}", "-Xlog:cds*=off"]
 
 
 def get_spark(settings: SparkSettings | None = None):  # -> pyspark.sql.SparkSession

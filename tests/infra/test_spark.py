@@ -26,7 +26,8 @@ def test_class_cache_is_written_by_the_first_jvm_then_shared(tmp_path: Path) -> 
     """No archive: this JVM writes one named by the driver's pid; once that driver is gone the archive is
     promoted and mapped in, and archives of other Spark/Java versions are removed."""
     first = class_cache_options(tmp_path)
-    assert first == [f"-XX:ArchiveClassesAtExit={tmp_path / f'spark-{_archive_key()}.{os.getpid()}.jsa'}"]
+    assert first == [f"-XX:ArchiveClassesAtExit={tmp_path / f'spark-{_archive_key()}.{os.getpid()}.jsa'}",
+                     "-Xlog:cds*=off"]  # the dump's per-class warnings stay off the user's terminal
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(done.stdout)
     (tmp_path / f"spark-{_archive_key()}.{dead_pid}.jsa").write_bytes(b"archive")
