@@ -3,10 +3,11 @@
 Stages (each a Spark job over Arrow batches, see :mod:`ingest_steps`):
 
 1. plan: split the inputs at record boundaries (driver, streaming, while Spark starts);
-2. parse: read + normalize every record of every split (one task per split); each
-   task stages its spectrum rows as Parquet itself and gives Spark one light key
+2. parse: read + normalize every record of every split (consecutive splits packed
+   into tasks of about ``split_bytes``, so 100k one-record files are not 100k
+   tasks); each task stages its spectrum rows as Parquet itself, and one light key
    row per record (ids, reported structure, or the whole quarantine row), so
-   peak lists never become JVM rows;
+   neither peak lists nor key rows become JVM rows;
 3. structures: standardize each distinct reported structure once (RDKit);
 4. decide: join the key rows with their structures, structure errors to
    quarantine, which spectra are new (not in the lake, first of duplicates);
@@ -58,6 +59,8 @@ class IngestReport:
     lake: str
     inputs: list[str]
     records_read: int = 0
+    splits: int = 0
+    parse_tasks: int = 0
     spectra_accepted: int = 0
     spectra_new: int = 0
     spectra_already_in_lake: int = 0
@@ -152,24 +155,24 @@ def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unread
     staging = lake.staging(run_id)
     tick = time.perf_counter()
 
-    # -- parse: tasks stage the spectrum rows themselves and hand Spark one light key row per record ---
-    note(f"parsing {len(splits)} splits")
-    parsed_dir, keys_path = staging / "parsed", str(staging / "keys")
-    parsed_dir.mkdir(parents=True, exist_ok=True)
-    if splits:
-        rdd = spark.sparkContext.parallelize([(i, steps.split_json(s)) for i, s in enumerate(splits)],
-                                             numSlices=len(splits))
-        split_df = spark.createDataFrame(rdd, "index int, split string")
-        source, settings_json, out_dir = settings.source, settings.normalize.model_dump_json(), str(parsed_dir)
-        keyed = split_df.mapInArrow(
-            lambda it: steps.parse_splits_batches(it, source_override=source, settings_json=settings_json,
-                                                  out_dir=out_dir),
-            _spark_schema(steps.KEYS),
-        )
-        keyed.write.mode("overwrite").parquet(keys_path)
-    else:
-        spark.createDataFrame([], _spark_schema(steps.KEYS)).write.mode("overwrite").parquet(keys_path)
-    keys = spark.read.schema(_spark_schema(steps.KEYS)).parquet(keys_path)
+    # -- parse: tasks stage the spectrum rows and the key rows themselves (no row passes the JVM) ----
+    parsed_dir, keys_dir, tasks_dir = staging / "parsed", staging / "keys", staging / "tasks"
+    for folder in (parsed_dir, keys_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    groups = steps.group_splits(splits, settings.split_bytes, min_tasks=2 * spark.sparkContext.defaultParallelism)
+    report.splits, report.parse_tasks = len(splits), len(groups)
+    note(f"parsing {len(splits)} splits in {len(groups)} tasks")
+    keys_schema = _spark_schema(steps.KEYS)
+    if groups:
+        steps.write_tasks(splits, groups, str(tasks_dir))
+        source, settings_json = settings.source, settings.normalize.model_dump_json()
+        tasks, parsed, keyed = str(tasks_dir), str(parsed_dir), str(keys_dir)
+        spark.range(len(groups), numPartitions=len(groups)).mapInArrow(
+            lambda it: steps.parse_task_batches(it, tasks_dir=tasks, source_override=source,
+                                                settings_json=settings_json, parsed_dir=parsed, keys_dir=keyed),
+            _spark_schema(steps.PARSE_TASK_OUT)).collect()
+    keys = (spark.read.schema(keys_schema).parquet(str(keys_dir)) if any(keys_dir.glob("*.parquet"))
+            else spark.createDataFrame([], keys_schema))
     report.stage_seconds["parse"] = time.perf_counter() - tick
     tick = time.perf_counter()
 
@@ -239,7 +242,7 @@ def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unread
     current_compounds = lake.current("compounds")
 
     def spectra_part() -> int:
-        return _write_spectra(lake, run_id, new_rows, structures_path, staging, pending, settings, len(splits))
+        return _write_spectra(lake, run_id, new_rows, structures_path, staging, pending, settings, len(groups))
 
     def quarantine_part() -> int:
         return _write_part(lake, "quarantine", run_id, q_new.select(*[F.col(f.name) for f in QUARANTINE]),

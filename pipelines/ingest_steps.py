@@ -176,22 +176,100 @@ def _normalized(record: RawRecord, *, source: str, settings: Any, normalize: Any
     return row
 
 
-def parse_splits_batches(batches: Iterator[pa.RecordBatch], *, source_override: str | None,
-                         settings_json: str, out_dir: str) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: batches of (index, split description) in, one :data:`KEYS` row per record out.
+def group_splits(splits: list[Split], target_bytes: int, min_tasks: int = 1) -> list[list[int]]:
+    """Consecutive splits packed into parse tasks of about ``target_bytes`` (indexes into ``splits``).
 
-    The spectrum rows of split ``index`` are written by the task itself to
-    ``out_dir/split-{index}.parquet`` (:data:`PARSED`), so peaks are never converted to Spark rows.
+    A MassBank-data checkout is ~100k one-record files, each a split: one Spark task per file
+    would spend far more on scheduling than on parsing. Tasks are made smaller than
+    ``target_bytes`` when that gives fewer than ``min_tasks`` of them (so every core gets work);
+    a split is never divided.
+    """
+    if target_bytes < 1:
+        raise ValueError(f"target_bytes must be positive, got {target_bytes}")
+    sizes = [_split_bytes(split, target_bytes) for split in splits]
+    target = max(1, min(target_bytes, -(-sum(sizes) // max(1, min_tasks))))
+    groups: list[list[int]] = []
+    current: list[int] = []
+    filled = 0
+    for index, size in enumerate(sizes):
+        if current and filled + size > target:
+            groups.append(current)
+            current, filled = [], 0
+        current.append(index)
+        filled += size
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _split_bytes(split: Split, whole_range: int) -> int:
+    """Bytes a split reads: its range, the whole file, or ``whole_range`` for an mzML spectrum-index range."""
+    if split.end >= 0:
+        return split.end - split.start
+    if "index_start" in split.extra:
+        return whole_range
+    try:
+        return os.path.getsize(split.path)
+    except OSError:
+        return 1  # unreadable: the reader quarantines it, it costs nothing
+
+
+def write_tasks(splits: list[Split], groups: list[list[int]], tasks_dir: str) -> None:
+    """One JSON file of split descriptions per parse task (``task-NNNNNN.json``), read by the task itself."""
+    os.makedirs(tasks_dir, exist_ok=True)
+    for task, members in enumerate(groups):
+        with open(os.path.join(tasks_dir, f"task-{task:06d}.json"), "w", encoding="utf-8") as fh:
+            json.dump([asdict(splits[i]) for i in members], fh)
+
+
+#: What a parse task returns to the driver.
+PARSE_TASK_OUT = pa.schema([pa.field("task", pa.int64()), pa.field("records", pa.int64()),
+                            pa.field("spectra", pa.int64())])
+
+
+def parse_task_batches(batches: Iterator[pa.RecordBatch], *, tasks_dir: str, source_override: str | None,
+                       settings_json: str, parsed_dir: str, keys_dir: str) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body over ``spark.range(n_tasks)``: parse the splits of each task id.
+
+    The task writes its spectrum rows (:data:`PARSED`) to ``parsed_dir/task-N.parquet`` and one
+    :data:`KEYS` row per record to ``keys_dir/task-N.parquet`` itself, so neither peaks nor key
+    rows pass through the JVM; it returns its record and spectrum counts (:data:`PARSE_TASK_OUT`).
     """
     from speclake.pipelines.normalize.spectrum import NormalizeSettings
 
     settings = NormalizeSettings.model_validate_json(settings_json)
     for batch in batches:
-        for index, desc in zip(batch.column("index").to_pylist(), batch.column("split").to_pylist()):
-            split = Split(**json.loads(desc))
-            path = os.path.join(out_dir, f"split-{index:06d}.parquet")
-            yield from _batches(_staged(parse_records(split, source=source_label(split, source_override),
-                                                      settings=settings), path), KEYS)
+        for task in batch.column(0).to_pylist():
+            name = f"task-{task:06d}.parquet"
+            with open(os.path.join(tasks_dir, f"task-{task:06d}.json"), encoding="utf-8") as fh:
+                splits = [Split(**desc) for desc in json.load(fh)]
+            rows = (row for split in splits
+                    for row in parse_records(split, source=source_label(split, source_override), settings=settings))
+            keys = _staged(rows, os.path.join(parsed_dir, name))
+            records, spectra = _write_rows(keys, KEYS, os.path.join(keys_dir, name))
+            yield pa.RecordBatch.from_pydict({"task": [task], "records": [records], "spectra": [spectra]},
+                                             schema=PARSE_TASK_OUT)
+
+
+def _write_rows(rows: Iterable[dict[str, Any]], schema: pa.Schema, path: str) -> tuple[int, int]:
+    """Write ``rows`` to the Parquet file ``path`` atomically (nothing when there are none);
+    return (rows, rows of kind spectrum)."""
+    import pyarrow.parquet as pq
+
+    tmp = f"{path}.tmp-{os.getpid()}"
+    n = n_spectra = 0
+    try:
+        with pq.ParquetWriter(tmp, schema, compression=STAGING_COMPRESSION) as writer:
+            for batch in _batches(rows, schema):
+                writer.write_batch(batch)
+                n += batch.num_rows
+                n_spectra += batch.num_rows - batch.column("kind").to_pylist().count("quarantine")
+        if n:
+            os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return n, n_spectra
 
 
 def _staged(rows: Iterable[dict[str, Any]], path: str) -> Iterator[dict[str, Any]]:
@@ -344,6 +422,3 @@ def derive_usi(accession: str | None, source: str | None) -> str | None:
         return f"mzspec:MASSBANK::accession:{accession}"
     return None
 
-
-def split_json(split: Split) -> str:
-    return json.dumps(asdict(split), sort_keys=True)

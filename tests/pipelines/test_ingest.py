@@ -53,6 +53,22 @@ PK$PEAK: m/z int. rel.int.
 """
 
 
+def test_massbank_data_tree_of_one_record_files_is_packed_into_few_tasks(spark, tmp_path: Path) -> None:
+    """A MassBank-data checkout (contributor folders of one-record .txt files) ingests whole, with the
+    files packed into a handful of parse tasks, not one Spark task per file."""
+    tree = tmp_path / "MassBank-data"
+    accessions = [f"MSBNK-Test{c}-TR{i:06d}" for c in "ABC" for i in range(40)]
+    for accession in accessions:
+        folder = tree / accession.split("-")[1]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{accession}.txt").write_text(_variant(accession))
+    report = _ingest(spark, [tree], tmp_path / "lake")
+    assert report.splits == 120 and 1 <= report.parse_tasks <= 8, (report.splits, report.parse_tasks)
+    assert report.spectra_accepted == 120 and report.quarantined == 0
+    got = {r[0] for r in connect(tmp_path / "lake").sql("SELECT accession FROM spectra").fetchall()}
+    assert got == set(accessions), "every file's record is in the lake"
+
+
 def _variant(accession: str, **replace: str) -> str:
     text = GOOD_RECORD.replace("MSBNK-Eawag-EA000401", accession)
     for old, new in replace.items():
