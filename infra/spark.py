@@ -79,7 +79,12 @@ def default_jvm_cache() -> Path:
 
 
 def _archive_key() -> str:
-    """What the archive depends on: the Spark jars and the Java runtime."""
+    """What the archive depends on: the Java runtime and every Spark jar's path, size and mtime.
+
+    The JVM refuses an archive whose class path changed in any of these (a reinstalled pyspark has
+    new jar mtimes), so they name the archive: a reinstall writes a fresh one instead of failing to
+    load the old one on every start.
+    """
     import hashlib
     import shutil
 
@@ -88,8 +93,12 @@ def _archive_key() -> str:
     java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else shutil.which("java")
     java = os.path.realpath(java) if java else "java"
     stamp = os.stat(java).st_mtime if os.path.exists(java) else 0
-    text = f"{pyspark.__version__}|{os.path.dirname(pyspark.__file__)}|{java}|{stamp}"
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
+    digest = hashlib.sha1(f"{pyspark.__version__}|{java}|{stamp}".encode())
+    jars = Path(os.path.dirname(pyspark.__file__)) / "jars"
+    for jar in sorted(jars.glob("*.jar")) if jars.is_dir() else []:
+        info = jar.stat()
+        digest.update(f"|{jar}|{info.st_size}|{info.st_mtime_ns}".encode())
+    return digest.hexdigest()[:12]
 
 
 def _alive(pid: int) -> bool:
@@ -123,8 +132,8 @@ def class_cache_options(folder: Path) -> list[str]:
             for old in folder.glob("spark-*.jsa"):
                 if not old.name.startswith(f"spark-{key}."):
                     old.unlink(missing_ok=True)
-        if archive.exists():
-            return [f"-XX:SharedArchiveFile={archive}"]
+        if archive.exists():  # a damaged one is skipped by the JVM: say nothing, it only costs speed
+            return [f"-XX:SharedArchiveFile={archive}", "-Xlog:cds*=off"]
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         log.debug("no JVM class cache in %s: %s", folder, exc)

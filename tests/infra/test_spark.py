@@ -33,7 +33,7 @@ def test_class_cache_is_written_by_the_first_jvm_then_shared(tmp_path: Path) -> 
     (tmp_path / f"spark-{_archive_key()}.{dead_pid}.jsa").write_bytes(b"archive")
     (tmp_path / "spark-0123456789ab.jsa").write_bytes(b"other version")
     shared = tmp_path / f"spark-{_archive_key()}.jsa"
-    assert class_cache_options(tmp_path) == [f"-XX:SharedArchiveFile={shared}"]
+    assert class_cache_options(tmp_path) == [f"-XX:SharedArchiveFile={shared}", "-Xlog:cds*=off"]
     assert shared.read_bytes() == b"archive" and not (tmp_path / "spark-0123456789ab.jsa").exists()
 
 
@@ -58,5 +58,20 @@ def test_class_cache_removes_extra_archives_of_exited_drivers(tmp_path: Path) ->
     shared.write_bytes(b"archive")
     extra = tmp_path / f"spark-{_archive_key()}.{int(done.stdout)}.jsa"
     extra.write_bytes(b"another")
-    assert class_cache_options(tmp_path) == [f"-XX:SharedArchiveFile={shared}"]
+    assert class_cache_options(tmp_path) == [f"-XX:SharedArchiveFile={shared}", "-Xlog:cds*=off"]
     assert not extra.exists() and shared.read_bytes() == b"archive"
+
+
+def test_archive_key_follows_the_spark_jars(tmp_path: Path, monkeypatch) -> None:
+    """A reinstalled pyspark (same version, jars rewritten with new mtimes) gets a new archive key, so
+    the JVM never meets an archive whose class path it would refuse; an untouched install keeps its key."""
+    import pyspark
+
+    (tmp_path / "jars").mkdir()
+    jar = tmp_path / "jars" / "spark-core.jar"
+    jar.write_bytes(b"jar")
+    monkeypatch.setattr(pyspark, "__file__", str(tmp_path / "__init__.py"))
+    before = _archive_key()
+    assert _archive_key() == before
+    os.utime(jar, ns=(jar.stat().st_atime_ns, jar.stat().st_mtime_ns + 1_000_000_000))
+    assert _archive_key() != before
