@@ -74,15 +74,21 @@ def derive_spectrum_id(*, source: str, mz: np.ndarray, intensities: np.ndarray, 
     """
     mz_arr = np.asarray(mz, dtype=np.float64)
     int_arr = np.asarray(intensities, dtype=np.float64)
-    order = np.lexsort((int_arr, mz_arr))
-    mz_arr, int_arr = mz_arr[order], int_arr[order]
-    finite = np.isfinite(mz_arr)
-    mz_key = np.where(finite, np.rint(np.where(finite, mz_arr, 0.0) * 1e5), -1).astype("<i8")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ok = np.isfinite(int_arr) & (int_arr != 0)
-        exponent = np.where(ok, np.floor(np.log10(np.abs(np.where(ok, int_arr, 1.0)))), 0.0)
-        mantissa = np.where(ok, np.rint(int_arr / 10.0 ** (exponent - 3)), 0.0)
-    exponent = np.where(np.isfinite(int_arr), exponent, -999)
+    if not (mz_arr[1:] > mz_arr[:-1]).all():  # strictly increasing m/z (the usual case) is already in order
+        order = np.lexsort((int_arr, mz_arr))
+        mz_arr, int_arr = mz_arr[order], int_arr[order]
+    if np.isfinite(mz_arr).all() and np.isfinite(int_arr).all() and int_arr.all():  # the usual case, same keys
+        mz_key = np.rint(mz_arr * 1e5).astype("<i8")
+        exponent = np.floor(np.log10(np.abs(int_arr)))
+        mantissa = np.rint(int_arr / 10.0 ** (exponent - 3))
+    else:
+        finite = np.isfinite(mz_arr)
+        mz_key = np.where(finite, np.rint(np.where(finite, mz_arr, 0.0) * 1e5), -1).astype("<i8")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ok = np.isfinite(int_arr) & (int_arr != 0)
+            exponent = np.where(ok, np.floor(np.log10(np.abs(np.where(ok, int_arr, 1.0)))), 0.0)
+            mantissa = np.where(ok, np.rint(int_arr / 10.0 ** (exponent - 3)), 0.0)
+        exponent = np.where(np.isfinite(int_arr), exponent, -999)
     h = hashlib.sha256()
     meta = [source, "" if precursor_mz is None else f"{precursor_mz:.5f}", str(ms_level), ionmode, adduct or "",
             collision_energy_text or "", accession or ""]

@@ -238,6 +238,11 @@ def _segment_msp(lines: Iterator[bytes], index: int, lineno: int, offset: int) -
     open_: Segment | None = None
     has_name = False
     for line in lines:
+        if open_ is not None and line[:1].isdigit():  # a peak line: neither blank nor "Name:" (most lines)
+            open_.lines.append(line)
+            offset += len(line)
+            lineno += 1
+            continue
         feed = line[3:] if offset == 0 and line.startswith(_BOM) else line
         s = feed.strip()
         if not s:
