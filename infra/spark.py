@@ -111,6 +111,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
+#: CDS logging off: the dump's per-class "Skipping ...: Signed JAR" warnings and a refused archive's
+#: "Unable to use shared archive" are noise on the user's terminal, not errors
+_QUIET_CDS = "-Xlog:cds*=off"
+
+
 def class_cache_options(folder: Path) -> list[str]:
     """JVM options that map in the class-data-sharing archive, or have this JVM write it at exit.
 
@@ -132,14 +137,13 @@ def class_cache_options(folder: Path) -> list[str]:
             for old in folder.glob("spark-*.jsa"):
                 if not old.name.startswith(f"spark-{key}."):
                     old.unlink(missing_ok=True)
-        if archive.exists():  # a damaged one is skipped by the JVM: say nothing, it only costs speed
-            return [f"-XX:SharedArchiveFile={archive}", "-Xlog:cds*=off"]
+        if archive.exists():  # a damaged one is skipped by the JVM: it only costs speed
+            return [f"-XX:SharedArchiveFile={archive}", _QUIET_CDS]
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         log.debug("no JVM class cache in %s: %s", folder, exc)
         return []
-    # -Xlog:cds*=off: the dump's per-class "Skipping ...: Signed JAR" warnings are noise, not errors
-    return [f"-XX:ArchiveClassesAtExit={folder / f'spark-{key}.{os.getpid()}.jsa'}", "-Xlog:cds*=off"]
+    return [f"-XX:ArchiveClassesAtExit={folder / f'spark-{key}.{os.getpid()}.jsa'}", _QUIET_CDS]
 
 
 def get_spark(settings: SparkSettings | None = None):  # -> pyspark.sql.SparkSession

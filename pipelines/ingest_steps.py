@@ -122,11 +122,12 @@ def _column(values: list[Any], type_: pa.DataType) -> pa.Array:
             and any(isinstance(v, np.ndarray) for v in values)):
         return pa.array(values, type=type_)
     dtype = type_.value_type.to_pandas_dtype()
+    nulls = [v is None for v in values]
     offsets = np.zeros(len(values) + 1, dtype=np.int32)
-    np.cumsum([0 if v is None else len(v) for v in values], out=offsets[1:])
-    parts = [np.asarray(v, dtype=dtype) for v in values if v is not None]
+    np.cumsum([0 if null else len(v) for v, null in zip(values, nulls)], out=offsets[1:])
+    parts = [np.asarray(v, dtype=dtype) for v, null in zip(values, nulls) if not null]
     flat = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
-    mask = pa.array([v is None for v in values]) if any(v is None for v in values) else None
+    mask = pa.array(nulls) if any(nulls) else None
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=type_.value_type), type=type_, mask=mask)
 
 
