@@ -23,11 +23,17 @@ log = logging.getLogger(__name__)
 
 _EMBEDDERS: dict[str, type["Embedder"]] = {}
 
-#: Modules that register embedders of later issues when imported (tried on first use of the name).
-PLUGIN_MODULES = {
-    "arch5": "speclake.training.embedders",
-    "descriptors": "speclake.training.embedders",
-}
+#: Entry-point group of embedders registered by other stages (``pyproject.toml``: name = module that
+#: registers it). The index never names those modules: trained-model embedders plug in from outside.
+EMBEDDERS_ENTRY_POINTS = "speclake.embedders"
+
+
+def _plugin_module(name: str) -> str | None:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=EMBEDDERS_ENTRY_POINTS, name=name):
+        return ep.value.split(":")[0]
+    return None
 
 class EmbedderUnavailable(ValueError):
     """The named embedder is not registered (or not yet available)."""
@@ -108,11 +114,12 @@ def available_embedders() -> list[str]:
 def embedder_class(name: str) -> type[Embedder]:
     """The registered embedder class ``name`` (plug-in modules imported on first use)."""
     cls = _EMBEDDERS.get(name)
-    if cls is None and name in PLUGIN_MODULES:
+    module = _plugin_module(name) if cls is None else None
+    if module is not None:
         try:
-            importlib.import_module(PLUGIN_MODULES[name])
-        except ImportError:
-            log.debug("embedder plug-in module %s not importable", PLUGIN_MODULES[name])
+            importlib.import_module(module)
+        except ImportError as exc:
+            log.warning("embedder plug-in module %s not importable: %s", module, exc)
         cls = _EMBEDDERS.get(name)
     if cls is None:
         known = ", ".join(available_embedders())

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from speclake.lake.schema import SCHEMA_VERSION, table_spec
+from speclake.lake.schema import SCHEMA_VERSION, load_stage_tables, table_spec
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class Lake:
     """A lake directory: read versions, commit new ones, list files."""
 
     def __init__(self, root: str | os.PathLike[str], *, create: bool = False) -> None:
+        load_stage_tables()  # every stage's tables are known to every command that opens a lake
         self.root = Path(root).resolve()
         if not (self.root / CATALOG_DIR / CATALOG_FILE).exists():
             if not create:
@@ -152,18 +153,15 @@ class Lake:
 
     # -- writing --------------------------------------------------------------
     @contextmanager
-    def lock(self) -> Iterator[None]:
-        """Exclusive writer lock (one writing job per lake at a time)."""
-        path = self.root / CATALOG_DIR / "lock"
-        with open(path, "w") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise LakeBusy(f"another speclake job is writing to {self.root}") from None
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+    def lock(self, scope: str | None = None, *, wait: bool = False) -> Iterator[None]:
+        """Exclusive lock: the lake's writer lock (``scope`` None: one writing job per lake at a time),
+        or a named lock of its own (``scope``, e.g. ``index-fingerprint``: one build of that index at a
+        time). ``wait`` blocks until the lock is free instead of raising :class:`LakeBusy`."""
+        name = "lock" if scope is None else f"lock-{scope}"
+        what = f"another speclake job is writing to {self.root}" if scope is None else \
+            f"another speclake {scope} job is running in {self.root}"
+        with file_lock(self.root / CATALOG_DIR / name, what, wait=wait):
+            yield
 
     def commit(self, changes: dict[str, "PendingVersion"], *, run_id: str) -> dict[str, TableVersion]:
         """Atomically publish new versions of several tables at once."""
@@ -245,6 +243,21 @@ def publish_part(lake: Lake, table: str, run_id: str, written_dir: Path) -> str:
     _fsync_dir(final.parent)
     crash_point("part_written")
     return str(final.relative_to(lake.root))
+
+
+@contextmanager
+def file_lock(path: Path, busy: str, *, wait: bool = False) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if needed); :class:`LakeBusy` with ``busy`` when taken."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise LakeBusy(busy) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -135,8 +135,43 @@ TABLES: dict[str, TableSpec] = {
 }
 
 
+#: Entry-point group naming the modules of later stages that declare tables (``pyproject.toml``).
+TABLES_ENTRY_POINTS = "speclake.tables"
+_stage_tables_loaded = False
+
+
+def load_stage_tables() -> None:
+    """Import every stage's table module listed under the ``speclake.tables`` entry points (once).
+
+    The lake calls this when it is opened, so every command sees every table (``vacuum``,
+    ``tables``, SQL views), whichever stage modules it happened to import itself. A stage whose
+    module cannot be imported (an optional dependency missing) is logged and left out.
+    """
+    global _stage_tables_loaded
+    if _stage_tables_loaded:
+        return
+    import importlib
+    import logging
+    from importlib.metadata import entry_points
+
+    _stage_tables_loaded = True
+    for ep in entry_points(group=TABLES_ENTRY_POINTS):
+        try:
+            importlib.import_module(ep.value.split(":")[0])
+        except ImportError as exc:
+            logging.getLogger(__name__).warning("tables of stage %s not declared: %s", ep.name, exc)
+
+
+def all_tables() -> dict[str, TableSpec]:
+    """Every declared table (core and stages)."""
+    load_stage_tables()
+    return TABLES
+
+
 def table_spec(name: str) -> TableSpec:
     """Return the spec of table ``name`` or raise a ValueError naming the known tables."""
+    if name not in TABLES:
+        load_stage_tables()
     try:
         return TABLES[name]
     except KeyError:

@@ -17,20 +17,6 @@ from speclake.lake.schema import TABLES, TableSpec
 
 log = logging.getLogger(__name__)
 
-#: Modules of later stages that declare their own tables (imported so their views are typed even when empty).
-TABLE_MODULES = ("speclake.pipelines.features.tables", "speclake.index.tables", "speclake.training.tables")
-
-
-def declare_stage_tables() -> None:
-    import importlib
-
-    for module in TABLE_MODULES:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:  # a stage not installed: its tables are simply absent
-            log.debug("tables of %s not declared: %s", module, exc)
-
-
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -78,8 +64,7 @@ def connect(
     threads: int | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Open DuckDB with one view per lake table (current versions), plus empty views for tables not yet written."""
-    lake = Lake(lake_dir)
-    declare_stage_tables()
+    lake = Lake(lake_dir)  # opening the lake declares every stage's tables
     con = duckdb.connect(database)
     if threads:
         con.execute(f"SET threads = {int(threads)}")

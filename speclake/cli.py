@@ -234,10 +234,8 @@ def tables(lake_dir: str) -> None:
     """List the lake's tables: current version, rows, parts, schema version."""
     from speclake.lake.catalog import Lake
     from speclake.lake.schema import TABLES
-    from speclake.lake.sql import declare_stage_tables
 
-    lake = Lake(lake_dir)
-    declare_stage_tables()
+    lake = Lake(lake_dir)  # declares every stage's tables
     current = lake.tables()
     rows = []
     for name in sorted(set(TABLES) | set(current)):

@@ -98,9 +98,6 @@ def load_examples(lake_dir: str | Path, split: SplitSettings = SplitSettings(), 
     Spectra without feature rows get null blocks (models read them as zeros); structures without
     a ``descriptors`` row get null descriptor lists.
     """
-    from speclake.lake import sql
-
-    sql.declare_stage_tables()
     lake = Lake(lake_dir)
     if lake.current("spectra") is None or lake.current("compounds") is None:
         raise ValueError(f"{lake.root} has no spectra/compounds; run `speclake ingest` first")
