@@ -4,8 +4,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -162,3 +163,58 @@ def get_spark(settings: SparkSettings | None = None):  # -> pyspark.sql.SparkSes
     spark.sparkContext.setLogLevel("ERROR")
     log.info("Spark %s on %s", spark.version, settings.master)
     return spark
+
+
+#: Seconds to wait for a stopped session's JVM to exit (it writes the class cache at exit).
+JVM_EXIT_TIMEOUT = 120.0
+
+
+def stop_spark(spark: Any, *, timeout: float = JVM_EXIT_TIMEOUT) -> None:
+    """Stop a session started by :func:`get_spark` and wait until its JVM has exited.
+
+    ``spark.stop()`` alone leaves the JVM running (re-parented when Python exits) for the 30-50 s
+    it takes to shut down and write the class cache: scripts that chain commands would overlap
+    JVMs. Closing the gateway's stdin is how the JVM learns that its driver is done.
+    """
+    from pyspark import SparkContext
+
+    spark.stop()
+    gateway = SparkContext._gateway
+    proc = getattr(gateway, "proc", None) if gateway is not None else None
+    if gateway is not None:
+        gateway.shutdown()
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+    if proc is None:
+        return
+    try:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.wait(timeout=timeout)
+    except Exception as exc:  # the JVM would not stop in time: make sure it goes
+        log.warning("Spark's JVM (pid %s) did not exit in %.0f s (%s): killing it", proc.pid, timeout, exc)
+        proc.kill()
+        proc.wait(timeout=10)
+    log.info("Spark stopped (JVM pid %s exited)", proc.pid)
+
+
+def start_spark(settings: SparkSettings | None = None, spark: Any = None) -> tuple[Any, bool]:
+    """``(session, started)``: the given session, the running one, or a new one (``started`` True:
+    the caller owns it and stops it with :func:`stop_spark`)."""
+    if spark is not None:
+        return spark, False
+    from pyspark import SparkContext
+
+    running = SparkContext._active_spark_context is not None
+    return get_spark(settings), not running
+
+
+@contextmanager
+def spark_session(settings: SparkSettings | None = None, spark: Any = None) -> Iterator[Any]:
+    """The given or running session, or one started for the block and stopped (JVM exited) when it ends."""
+    spark, started = start_spark(settings, spark)
+    try:
+        yield spark
+    finally:
+        if started:
+            stop_spark(spark)

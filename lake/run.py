@@ -152,9 +152,18 @@ class Run:
         try:
             yield
         finally:
-            self.report.stage_seconds[name] = round(self.report.stage_seconds.get(name, 0.0)
-                                                    + time.perf_counter() - t0, 3)
+            self.add_seconds(name, time.perf_counter() - t0)
         self.progress(name, total if total is not None else 1, total if total is not None else 1)
+
+    def add_seconds(self, name: str, seconds: float) -> None:
+        """Add ``seconds`` to stage ``name``'s time (for work timed outside :meth:`stage`)."""
+        self.report.stage_seconds[name] = round(self.report.stage_seconds.get(name, 0.0) + seconds, 3)
+
+    def lap(self, name: str, since: float) -> float:
+        """Add the time from ``since`` (a ``time.perf_counter()`` value) to stage ``name``; return now."""
+        now = time.perf_counter()
+        self.add_seconds(name, now - since)
+        return now
 
     # -- writing ---------------------------------------------------------------------------------
     def write_part(self, table: str, data: Any, *, settings: Mapping[str, Any] | None = None,

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +28,9 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from speclake.infra.spark import SparkSettings, get_spark
-from speclake.lake.catalog import Lake, PendingVersion, publish_part
+from speclake.infra.spark import SparkSettings, start_spark, stop_spark
+from speclake.lake.catalog import Lake
+from speclake.lake.run import Progress, Run, RunReport
 from speclake.lake.schema import COMPOUNDS, QUARANTINE
 from speclake.pipelines import ingest_steps as steps
 from speclake.pipelines.normalize.spectrum import NormalizeSettings
@@ -52,12 +51,10 @@ class IngestSettings(BaseModel):
 
 
 @dataclass
-class IngestReport:
+class IngestReport(RunReport):
     """What one run did: every input record is counted once."""
 
-    run_id: str
-    lake: str
-    inputs: list[str]
+    inputs: list[str] = field(default_factory=list)
     records_read: int = 0
     splits: int = 0
     parse_tasks: int = 0
@@ -70,20 +67,10 @@ class IngestReport:
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     compounds_total: int = 0
     compounds_new: int = 0
-    table_versions: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def records_per_second(self) -> float:
         return self.records_read / self.seconds if self.seconds else 0.0
-
-
-Progress = Callable[[str], None]
-
-
-def new_run_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
 
 
 def _spark_schema(schema):  # -> pyspark StructType
@@ -116,43 +103,42 @@ def run_ingest(
     spark: Any = None,
     progress: Progress | None = None,
 ) -> IngestReport:
-    """Ingest spectral-library files or directories into the lake at ``lake_dir``."""
+    """Ingest spectral-library files or directories into the lake at ``lake_dir``.
+
+    Returns once the run is committed and a Spark session started here has stopped (its JVM exited).
+    """
     from speclake.pipelines.readers.splits import plan_splits
 
     settings = settings or IngestSettings()
     for path in inputs:
         if not Path(path).exists():
             raise FileNotFoundError(f"input not found: {path}")
-    note = progress or (lambda stage: log.info("ingest: %s", stage))
-    t0 = time.perf_counter()
     lake = Lake(lake_dir, create=True)
-    run_id = new_run_id()
-    report = IngestReport(run_id=run_id, lake=str(lake.root), inputs=[str(p) for p in inputs])
-    with lake.lock():
-        staging = lake.staging(run_id)
+    report = IngestReport(inputs=[str(p) for p in inputs])
+    started = False
+    with Run(lake, "ingest", settings, report, progress=progress) as run:
         try:
             with ThreadPoolExecutor(1, thread_name_prefix="spark-start") as pool:
-                starting = None if spark is not None else pool.submit(get_spark, settings.spark)  # JVM starts meanwhile
-                note("planning splits")
-                files, unreadable = _unreadable_inputs(inputs)
-                splits = plan_splits(files, str(staging / "chunks"), target_bytes=settings.split_bytes) if files else []
-                report.stage_seconds["plan"] = time.perf_counter() - t0
-                note(f"starting Spark ({settings.spark.master})")
-                spark = spark if starting is None else starting.result()
-            report.stage_seconds["spark_start"] = time.perf_counter() - t0 - report.stage_seconds["plan"]
-            _run_stages(spark, lake, run_id, splits, unreadable, settings, report, note)
+                starting = pool.submit(start_spark, settings.spark, spark)  # the JVM starts meanwhile
+                with run.stage("plan"):
+                    files, unreadable = _unreadable_inputs(inputs)
+                    splits = plan_splits(files, str(run.staging / "chunks"),
+                                         target_bytes=settings.split_bytes) if files else []
+                with run.stage("spark_start"):
+                    spark, started = starting.result()
+            _run_stages(spark, run, splits, unreadable, settings)
         finally:
-            lake.clean_staging(run_id)
-    report.seconds = time.perf_counter() - t0
-    lake.record_run(run_id, {"kind": "ingest", "settings": settings.model_dump(mode="json"), "report": report.__dict__})
+            if started:
+                with run.stage("spark_stop"):
+                    stop_spark(spark)
     return report
 
 
-def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unreadable: list[dict[str, Any]],
-                settings: IngestSettings, report: IngestReport, note: Progress) -> None:
+def _run_stages(spark: Any, run: Run, splits: list[Split], unreadable: list[dict[str, Any]],
+                settings: IngestSettings) -> None:
     from pyspark.sql import functions as F
 
-    staging = lake.staging(run_id)
+    lake, run_id, report, staging = run.lake, run.run_id, run.report, run.staging
     tick = time.perf_counter()
 
     # -- parse: tasks stage the spectrum rows and the key rows themselves (no row passes the JVM) ----
@@ -161,7 +147,7 @@ def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unread
         folder.mkdir(parents=True, exist_ok=True)
     groups = steps.group_splits(splits, settings.split_bytes, min_tasks=2 * spark.sparkContext.defaultParallelism)
     report.splits, report.parse_tasks = len(splits), len(groups)
-    note(f"parsing {len(splits)} splits in {len(groups)} tasks")
+    run.note("parse", 0, len(groups))
     keys_schema = _spark_schema(steps.KEYS)
     if groups:
         steps.write_tasks(splits, groups, str(tasks_dir))
@@ -173,11 +159,11 @@ def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unread
             _spark_schema(steps.PARSE_TASK_OUT)).collect()
     keys = (spark.read.schema(keys_schema).parquet(str(keys_dir)) if any(keys_dir.glob("*.parquet"))
             else spark.createDataFrame([], keys_schema))
-    report.stage_seconds["parse"] = time.perf_counter() - tick
+    run.lap("parse", tick)
     tick = time.perf_counter()
 
     # -- structures, once per distinct reported structure ---------------------------------------
-    note("standardizing structures")
+    run.note("structures")
     spectra = keys.where(F.col("kind") == "spectrum")
     distinct = (spectra.where(F.col("smiles_reported").isNotNull() | F.col("inchi_reported").isNotNull())
                 .select("smiles_reported", "inchi_reported").distinct())
@@ -185,11 +171,11 @@ def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unread
     distinct.mapInArrow(steps.standardize_batches, _spark_schema(steps.STRUCTURES)) \
         .write.mode("overwrite").parquet(structures_path)
     structures = spark.read.schema(_spark_schema(steps.STRUCTURES)).parquet(structures_path)
-    report.stage_seconds["structures"] = time.perf_counter() - tick
+    run.lap("structures", tick)
     tick = time.perf_counter()
 
     # -- join the key rows with their structures (Spark SQL, small rows) --------------------------
-    note("joining spectra with structures")
+    run.note("join")
     s = structures.select(
         F.col("smiles_reported").alias("_s"), F.col("inchi_reported").alias("_i"), "inchikey", "inchikey14",
         F.col("smiles").alias("structure_smiles"), F.col("inchi").alias("structure_inchi"),
@@ -204,18 +190,17 @@ def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unread
         F.col("error_code").alias("reason_code"), F.coalesce("error", F.lit("invalid structure")).alias("reason"),
         F.concat(F.lit("SMILES: "), F.coalesce("smiles_reported", F.lit("")), F.lit("\nInChI: "),
                  F.coalesce("inchi_reported", F.lit(""))).alias("raw_excerpt"))
-    report.stage_seconds["join"] = time.perf_counter() - tick
+    run.lap("join", tick)
     tick = time.perf_counter()
 
     # -- which spectra are new: decided on the key rows, then one task per staged file writes them --
-    note("writing lake tables")
-    pending: dict[str, PendingVersion] = {}
+    run.note("write")
     ids = good.select("spectrum_id", F.struct("source_file", "record_locator").alias("_loc"))
     keepers = (ids.groupBy("spectrum_id")  # one row per id: its first locator, and how often it came
                .agg(F.min("_loc").alias("_loc"), F.count("*").alias("_n")).cache())
     n_distinct, n_rows = keepers.agg(F.count("*"), F.sum("_n")).collect()[0]
     n_rows = n_rows or 0
-    report.stage_seconds["write.decide"] = time.perf_counter() - tick
+    run.lap("write.decide", tick)
     existing = _existing(spark, lake, "spectra", "spectrum_id")
     new_keys = (keepers.join(existing, "spectrum_id", "left_anti") if existing is not None else keepers).select(
         F.col("spectrum_id").alias("_id"), F.col("_loc.source_file").alias("_f"), F.col("_loc.record_locator").alias("_l"))
@@ -242,16 +227,15 @@ def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unread
     current_compounds = lake.current("compounds")
 
     def spectra_part() -> int:
-        return _write_spectra(lake, run_id, new_rows, structures_path, staging, pending, settings, len(groups))
+        return _write_spectra(run, new_rows, structures_path, len(groups))
 
     def quarantine_part() -> int:
-        return _write_part(lake, "quarantine", run_id, q_new.select(*[F.col(f.name) for f in QUARANTINE]),
-                           staging, pending, settings)
+        return run.write_part("quarantine", q_new.select(*[F.col(f.name) for f in QUARANTINE]))
 
     def compounds_part() -> int:
         if not any_new and current_compounds is not None:
             return current_compounds.row_count
-        return _write_part(lake, "compounds", run_id, _compounds(spark, lake, new_rows), staging, pending, settings)
+        return run.write_part("compounds", _compounds(spark, lake, new_rows), keep_empty=True)
 
     # the three parts are independent Spark jobs: run together, the small ones fill the cores the
     # spectra tasks leave idle
@@ -260,7 +244,7 @@ def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unread
         futures = {name: pool.submit(_timed, fn) for name, fn in timed_parts.items()}
         results = {name: f.result() for name, f in futures.items()}
     for name, (_, seconds) in results.items():
-        report.stage_seconds[f"write.{name}"] = seconds
+        run.add_seconds(f"write.{name}", seconds)
     n_new, n_q_new, n_compounds = (results[name][0] for name in ("spectra", "quarantine", "compounds"))
     n_compounds_new = n_compounds - (current_compounds.row_count if current_compounds is not None else 0)
 
@@ -278,11 +262,10 @@ def _run_stages(spark: Any, lake: Lake, run_id: str, splits: list[Split], unread
     quarantine_rows.unpersist()
     keepers.unpersist()
     new_rows.unpersist()
-    report.stage_seconds["write"] = time.perf_counter() - tick
+    run.lap("write", tick)
 
-    note("committing")
-    published = lake.commit(pending, run_id=run_id) if pending else {}
-    report.table_versions = {name: tv.version for name, tv in published.items()}
+    run.note("commit")
+    run.commit()
 
 
 def _timed(fn: Callable[[], int]) -> tuple[int, float]:
@@ -303,48 +286,18 @@ def _existing(spark: Any, lake: Lake, table: str, key: str) -> Any:
     return spark.read.parquet(*files).select(key).distinct()
 
 
-def _write_part(lake: Lake, table: str, run_id: str, df: Any, staging: Path, pending: dict[str, PendingVersion],
-                settings: IngestSettings) -> int:
-    """Write ``df`` as a new part of ``table`` (under staging, then renamed in); return its row count."""
-    out = staging / f"out-{table}"
-    df.write.mode("overwrite").parquet(str(out))
-    n = _count_parquet(out)
-    if n == 0 and table != "compounds":
-        shutil.rmtree(out, ignore_errors=True)
-        return 0
-    for junk in list(out.rglob("_SUCCESS")) + list(out.rglob(".*.crc")):
-        junk.unlink()
-    part = publish_part(lake, table, run_id, out)
-    pending[table] = PendingVersion(new_parts=(part,), row_count=n,
-                                    settings={"ingest": settings.model_dump(mode="json")})
-    return n
-
-
-def _write_spectra(lake: Lake, run_id: str, new_rows: Any, structures_path: str, staging: Path,
-                   pending: dict[str, PendingVersion], settings: IngestSettings, n_files: int) -> int:
+def _write_spectra(run: Run, new_rows: Any, structures_path: str, n_files: int) -> int:
     """Write the new spectra as a new part: one task per staged parse file takes its chosen rows,
     adds the structure columns and writes them in the table's partition layout; return the row count."""
     from pyspark.sql import functions as F
 
-    out = staging / "out-spectra"
+    out = run.staging / "out-spectra"
     chosen = new_rows.groupBy("parsed_file").agg(F.collect_list("row").alias("rows"))
-    out_dir, run = str(out), run_id
-    n_new = chosen.repartition(max(1, n_files)).mapInArrow(  # round robin: about one staged file per task
-        lambda it: steps.finalize_batches(it, structures_dir=structures_path, out_dir=out_dir, run_id=run),
-        "parsed_file string, n long").agg(F.sum("n")).collect()[0][0] or 0
-    if n_new == 0:
-        shutil.rmtree(out, ignore_errors=True)
-        return 0
-    part = publish_part(lake, "spectra", run_id, out)
-    pending["spectra"] = PendingVersion(new_parts=(part,), row_count=n_new,
-                                        settings={"ingest": settings.model_dump(mode="json")})
-    return n_new
-
-
-def _count_parquet(path: Path) -> int:
-    import pyarrow.parquet as pq
-
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in path.rglob("*.parquet"))
+    out_dir, run_id = str(out), run.run_id
+    chosen.repartition(max(1, n_files)).mapInArrow(  # round robin: about one staged file per task
+        lambda it: steps.finalize_batches(it, structures_dir=structures_path, out_dir=out_dir, run_id=run_id),
+        "parsed_file string, n long").agg(F.sum("n")).collect()
+    return run.write_part("spectra", out) if out.exists() else 0
 
 
 def _compounds(spark: Any, lake: Lake, new_spectra: Any) -> Any:

@@ -130,22 +130,17 @@ def ingest(sources: tuple[str, ...], lake_dir: str, source_name: str | None, mas
     `compounds` (one row per InChIKey). Re-ingesting the same input adds
     nothing.
     """
-    from tqdm import tqdm
-
     from speclake.infra.spark import SparkSettings
     from speclake.pipelines.ingest import IngestSettings, run_ingest
+    from speclake.progress import stage_bar
 
     inputs = list(sources) or sample_inputs()
     if not sources:
         click.echo(f"No SOURCES given: ingesting the bundled sample ({len(inputs)} files from {SAMPLE_DIR}).", err=True)
     spark = SparkSettings(driver_memory=driver_memory, **({"master": master} if master else {}))
     settings = IngestSettings(source=source_name, split_bytes=split_mb * 2**20, spark=spark)
-    stages = ["planning", "starting Spark", "parsing", "standardizing", "joining", "writing", "committing"]
-    with tqdm(total=len(stages), desc="ingest", unit="stage", file=sys.stderr, leave=False) as bar:
-        def note(stage: str) -> None:
-            bar.set_postfix_str(stage)
-            bar.update(1)
-
+    stages = ["plan", "spark_start", "parse", "structures", "join", "write", "commit", "spark_stop"]
+    with stage_bar("ingest", stages) as note:
         report = run_ingest(inputs, lake_dir, settings, progress=note)
     _print_report(report)
 

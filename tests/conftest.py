@@ -25,11 +25,11 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def spark():
     """One real local Spark session (local[2]) for the whole test run."""
-    from speclake.infra.spark import SparkSettings, get_spark
+    from speclake.infra.spark import SparkSettings, get_spark, stop_spark
 
     session = get_spark(SparkSettings(master="local[2]", driver_memory="2g", shuffle_partitions=4))
     yield session
-    session.stop()
+    stop_spark(session)
 
 
 def sample_feature_settings():

@@ -46,24 +46,15 @@ def features_cmd(lake_dir: str, only: str | None, settings_path: str | None, ref
     Tables written: fragtrees, patterns, spectrum_features, descriptors, feature_skips
     (every left-out spectrum with the reason). Query them with `speclake sql`.
     """
-    from tqdm import tqdm
-
     from speclake.pipelines.features.job import parse_only, run_features
+    from speclake.progress import stage_bar
 
     settings = _load_settings(settings_path, master)
     features = parse_only(only)
-    bar = tqdm(total=3 + 2 * len(features), desc="features", unit="step", leave=False)
-
-    def progress(stage: str) -> None:
-        bar.set_description(stage)
-        bar.update(1)
-
-    try:
+    with stage_bar("features", ["spark_start", "prepare", *features, "write", "commit", "spark_stop"]) as progress:
         report = run_features(lake_dir, settings, only=features, progress=progress, refit=refit)
-    finally:
-        bar.close()
     if as_json:
-        click.echo(json.dumps(report.__dict__, indent=1, default=str))
+        click.echo(json.dumps(report.as_dict(), indent=1, default=str))
         return
     click.echo(f"features run {report.run_id} over {report.spectra_in_lake} spectra "
                f"(settings {report.settings_hash}) in {report.seconds:.1f} s")

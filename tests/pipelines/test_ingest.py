@@ -222,3 +222,28 @@ def test_cli_ingest_reports_counts_reasons_and_stage_seconds(spark, bad_inputs: 
     assert "3 records read in" in result.output and "spectra (accepted)" in result.output
     assert "invalid_structure" in result.output and "peak_parse_error" in result.output
     assert "seconds: plan" in result.output and "parse" in result.output.split("seconds:")[1]
+
+
+def test_ingest_command_returns_after_its_jvm_has_exited(tmp_path: Path) -> None:
+    """`speclake ingest` (a new process) returns only after the Spark JVM it started has exited: scripts that
+    chain commands must not overlap JVMs (it used to run on, re-parented, for 30-50 s)."""
+    import time
+
+    import psutil
+
+    mgf = SAMPLE / "gnps_pesticides.mgf"
+    proc = psutil.Popen([sys.executable, "-m", "speclake.cli", "ingest", str(mgf), "--lake", str(tmp_path / "lake"),
+                         "--master", "local[1]"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    jvms: set[int] = set()
+    deadline = time.time() + 600
+    while proc.poll() is None and time.time() < deadline:  # watch the command's process tree for its JVM
+        try:
+            jvms |= {c.pid for c in proc.children(recursive=True) if "java" in c.name()}
+        except psutil.Error:
+            pass
+        time.sleep(0.1)
+    out = proc.stdout.read()
+    assert proc.wait(timeout=5) == 0 and "records read" in out, out
+    assert jvms, "the command's Spark JVM was never seen"
+    alive = [pid for pid in jvms if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], f"JVMs of the finished command still running: {alive}"
