@@ -25,8 +25,8 @@ import numpy as np
 from speclake.pipelines.features.formula import (
     MONO_MASS,
     instrument_class,
-    parse_adduct,
     parse_formula,
+    singly_charged_adduct,
     tolerance_for_instrument,
 )
 from speclake.pipelines.features.fragtree import FragTree, Skipped, compute_tree, rank_precursor_formulas
@@ -123,7 +123,7 @@ def eligible(rec: Record) -> bool:
     if instrument_class(rec.instrument_type) not in ("ft", "tof"):
         return False
     try:
-        parse_adduct(rec.adduct)
+        singly_charged_adduct(rec.adduct)
         parse_formula(rec.formula)
     except ValueError:
         return False

@@ -123,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     from rdkit.Chem import rdFingerprintGenerator
 
     from speclake.index.build import build_index
-    from speclake.index.search import StructureIndex, index_dir, ppm_window
+    from speclake.index.search import StructureIndex, index_dir
     from speclake.index.settings import IndexSettings
+    from speclake.pipelines.normalize.masses import ppm_window
 
     results: dict[str, object] = {"argv": sys.argv[1:], "cpus": args.num_cpus, "loadavg_start": os.getloadavg()}
     lake = args.workdir / "lake"

@@ -22,6 +22,7 @@ from speclake.index.catalog import CATALOG_FILE, Catalog
 from speclake.index.embed import Embedder, get_embedder, normalize_rows
 from speclake.index.settings import IndexSettings
 from speclake.index.shards import META_COLUMNS, Shard, ShardInfo, _topk, global_ids, split_ids
+from speclake.pipelines.normalize.masses import ppm_window
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +63,6 @@ def _take_rows(table: pa.Table, positions: np.ndarray) -> pa.Table:
     if len(positions) > 256:
         return table.take(pa.array(positions))
     return pa.concat_tables([table.slice(int(p), 1) for p in positions]) if len(positions) else table.slice(0, 0)
-
-
-def ppm_window(mass: float, ppm: float) -> tuple[float, float]:
-    """Inclusive mass window of ``ppm`` parts per million around ``mass``."""
-    if ppm < 0:
-        raise ValueError(f"ppm must be >= 0, got {ppm}")
-    tol = abs(mass) * ppm * 1e-6
-    return mass - tol, mass + tol
 
 
 @dataclass

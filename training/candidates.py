@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from speclake.index.catalog import Catalog
 from speclake.pipelines.normalize.adduct import neutral_mass
+from speclake.pipelines.normalize.masses import ppm_window
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +69,6 @@ class CandidateSets:
         return out
 
 
-def ppm_bounds(mass: float, ppm: float) -> tuple[float, float]:
-    """Inclusive [lo, hi] of ``ppm`` around ``mass``."""
-    if ppm < 0:
-        raise ValueError(f"ppm must be >= 0, got {ppm}")
-    tol = abs(mass) * ppm * 1e-6
-    return mass - tol, mass + tol
-
-
 def open_catalog(lake: str | os.PathLike[str], index_name: str = "fingerprint") -> Catalog:
     """The DuckDB catalog of the current version of ``<lake>/index/<index_name>``."""
     from speclake.index.search import StructureIndex, index_dir
@@ -99,11 +92,11 @@ def query_table(queries: pa.Table, mode: str, ppm: float) -> tuple[pa.Table, int
             m = neutral_mass(mz, add, ion)
             n_no_mass += m is None
             t = true_mass[i]
-            if t is not None and (m is None or not ppm_bounds(m, ppm)[0] <= t <= ppm_bounds(m, ppm)[1]):
+            if t is not None and (m is None or not ppm_window(m, ppm)[0] <= t <= ppm_window(m, ppm)[1]):
                 m = float(t)
                 n_recentered += 1
             if m is not None:
-                lo[i], hi[i] = ppm_bounds(m, ppm)
+                lo[i], hi[i] = ppm_window(m, ppm)
     elif mode != "formula":
         raise ValueError(f"unknown candidate mode {mode!r}; choose from {', '.join(CANDIDATE_MODES)}")
     return (pa.table({"query": np.arange(n, dtype=np.int64), "formula": pa.array(formulas, pa.string()),

@@ -9,8 +9,12 @@ the Hill formula of all its atoms followed by its charge sign, exactly as
 MassBank's ``PK$ANNOTATION`` does: protonated caffeine is ``C8H11N4O2+``,
 the phenyl cation ``C6H5+``, deprotonated glucose ``C6H11O6-``, sodiated
 glucose ``C6H12NaO6+``. Neutral formulas (the compound, the losses) carry no
-sign. An ion's m/z is the mass of its atoms minus ``charge`` electron masses
-(:data:`ELECTRON_MASS`); only singly charged ions are handled.
+sign. An ion's m/z is the mass of its atoms minus ``charge`` electron masses;
+only singly charged ions are handled.
+
+Masses and adducts come from their one home, :mod:`speclake.pipelines.normalize.masses`
+and :mod:`speclake.pipelines.normalize.adduct`; this module only lays them out as vectors
+over :data:`ELEMENTS` (:data:`MONO_MASS`, :func:`adduct_delta`).
 """
 from __future__ import annotations
 
@@ -20,22 +24,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from speclake.pipelines.normalize.adduct import Adduct, parse_adduct
+from speclake.pipelines.normalize.errors import UnknownAdductError
+from speclake.pipelines.normalize.masses import ELECTRON_MASS, ELEMENT_MASSES
+
 #: Column order of every formula vector.
 ELEMENTS: tuple[str, ...] = ("C", "H", "N", "O", "P", "S", "F", "Cl", "Br", "I", "Na", "K", "Si", "B", "Se")
 ELEMENT_INDEX: dict[str, int] = {e: i for i, e in enumerate(ELEMENTS)}
 N_ELEMENTS = len(ELEMENTS)
 
-#: Monoisotopic masses (most abundant isotope), u.
-MONO_MASS = np.array(
-    [12.0, 1.00782503207, 14.0030740048, 15.99491461956, 30.97376163, 31.97207100,
-     18.99840322, 34.96885268, 78.9183371, 126.904473, 22.9897692809, 38.96370668,
-     27.9769265325, 11.0093054, 79.9165213],
-    dtype=np.float64,
-)
+#: Monoisotopic masses (most abundant isotope), u, in :data:`ELEMENTS` order (from :data:`.masses.ELEMENT_MASSES`).
+MONO_MASS = np.array([ELEMENT_MASSES[e] for e in ELEMENTS], dtype=np.float64)
 #: Valence used by the RDBE formula ``1 + sum(n_i * (v_i - 2)) / 2``.
 VALENCE = np.array([4, 1, 3, 2, 3, 2, 1, 1, 1, 1, 1, 1, 4, 3, 2], dtype=np.int64)
-ELECTRON_MASS = 0.00054857990946
-PROTON_MASS = MONO_MASS[1] - ELECTRON_MASS
 
 HALOGENS: tuple[str, ...] = ("F", "Cl", "Br", "I")
 #: Elements of the decomposition alphabet for unknown precursors.
@@ -99,8 +100,8 @@ def normalize_formula(text: str) -> str:
     return format_formula(counts, charge)
 
 
-def formula_mass(counts: np.ndarray) -> np.ndarray | float:
-    """Monoisotopic mass of one formula (1-D) or of each row of a 2-D count array."""
+def counts_mass(counts: np.ndarray) -> np.ndarray | float:
+    """Monoisotopic mass of one formula vector (1-D) or of each row of a 2-D count array."""
     return np.asarray(counts, dtype=np.float64) @ MONO_MASS[: np.shape(counts)[-1]]
 
 
@@ -108,7 +109,7 @@ def ion_mz(counts: np.ndarray, charge: int) -> np.ndarray | float:
     """m/z of singly or multiply charged ions: (atom mass - charge * electron) / |charge|."""
     if charge == 0:
         raise ValueError("an ion needs a non-zero charge")
-    return (formula_mass(counts) - charge * ELECTRON_MASS) / abs(charge)
+    return (counts_mass(counts) - charge * ELECTRON_MASS) / abs(charge)
 
 
 def rdbe(counts: np.ndarray) -> np.ndarray | float:
@@ -117,61 +118,40 @@ def rdbe(counts: np.ndarray) -> np.ndarray | float:
     return 1.0 + (c @ (VALENCE[: c.shape[-1]] - 2)) / 2.0
 
 
-@dataclass(frozen=True)
-class Adduct:
-    """An ion form: ion formula = neutral formula + ``delta``; charge +1 or -1."""
-
-    name: str
-    delta: tuple[int, ...]
-    charge: int
-    intrinsic: bool = False  # [M]+ / [M]-: the molecule carries the charge itself
-
-    def ion_counts(self, neutral: np.ndarray) -> np.ndarray:
-        """Ion formula of ``neutral``; ValueError if the adduct removes atoms the molecule lacks."""
-        ion = np.asarray(neutral, dtype=np.int64) + np.asarray(self.delta, dtype=np.int64)
-        if (ion < 0).any():
-            raise ValueError(f"adduct {self.name} removes atoms absent from {format_formula(neutral)}")
-        return ion
-
-    def neutral_mass(self, precursor_mz: float) -> float:
-        """Neutral monoisotopic mass M whose ion has m/z ``precursor_mz``."""
-        return precursor_mz + self.charge * ELECTRON_MASS - float(formula_mass(np.asarray(self.delta)))
+def singly_charged_adduct(adduct: str | Adduct) -> Adduct:
+    """The :class:`Adduct` of ``adduct`` (text is parsed by :func:`.adduct.parse_adduct`) if it is a singly
+    charged monomer with atoms in :data:`ELEMENTS` (the ion forms trees handle); ValueError naming why not."""
+    if not isinstance(adduct, Adduct):
+        try:
+            adduct = parse_adduct(adduct)
+        except UnknownAdductError as err:
+            raise ValueError(f"{err}; expected a form like [M+H]+ or [M-H]-") from None
+    if adduct.n_molecules != 1:
+        raise ValueError(f"adduct {adduct.name}: only monomers ([M...]) are supported")
+    if abs(adduct.charge) != 1:
+        raise ValueError(f"adduct {adduct.name}: only singly charged ions are supported")
+    adduct_delta(adduct)
+    return adduct
 
 
-_ADDUCT = re.compile(r"^\[?(\d*)M([^\]]*)\]?(\d*)([+-]+)(\*?)$")
-_TERM = re.compile(r"([+-])(\d*)([A-Za-z0-9]+)")
-
-
-def parse_adduct(text: str) -> Adduct:
-    """Parse ``[M+H]+``, ``[M-H]-``, ``[M]+``, ``[M+Na]+``, ``[M+NH4]+``, ``[M+HCOO]-``, ``[M-H2O+H]+`` ...
-
-    Only singly charged monomers are supported; ValueError (naming the supported form) otherwise.
-    """
-    s = (text or "").strip().replace(" ", "")
-    m = _ADDUCT.match(s)
-    if not m:
-        raise ValueError(f"cannot parse adduct {text!r}; expected a form like [M+H]+ or [M-H]-")
-    mult, body, zdigits, signs, _radical = m.groups()
-    if mult not in ("", "1"):
-        raise ValueError(f"adduct {text!r}: only monomers ([M...]) are supported")
-    sign = 1 if signs[0] == "+" else -1
-    if len(set(signs)) != 1:
-        raise ValueError(f"cannot parse adduct charge in {text!r}")
-    z = (int(zdigits) if zdigits else len(signs)) * sign
-    if abs(z) != 1:
-        raise ValueError(f"adduct {text!r}: only singly charged ions are supported")
+def adduct_delta(adduct: Adduct) -> np.ndarray:
+    """Atoms ``adduct`` adds to one molecule as a vector over :data:`ELEMENTS` (negative: removed)."""
     delta = np.zeros(N_ELEMENTS, dtype=np.int64)
-    pos = 0
-    for term in _TERM.finditer(body):
-        if term.start() != pos:
-            raise ValueError(f"cannot parse adduct {text!r}")
-        counts, _ = parse_formula(term.group(3))
-        n = int(term.group(2)) if term.group(2) else 1
-        delta += (1 if term.group(1) == "+" else -1) * n * counts
-        pos = term.end()
-    if pos != len(body):
-        raise ValueError(f"cannot parse adduct {text!r}")
-    return Adduct(name=s, delta=tuple(int(x) for x in delta), charge=z, intrinsic=(pos == 0))
+    for element, n in adduct.composition:
+        idx = ELEMENT_INDEX.get(element)
+        if idx is None:
+            raise ValueError(f"unsupported element {element!r} in adduct {adduct.name}; "
+                             f"supported: {', '.join(ELEMENTS)}")
+        delta[idx] = n
+    return delta
+
+
+def ion_counts(adduct: Adduct, neutral: np.ndarray) -> np.ndarray:
+    """Ion formula of ``neutral`` in ion form ``adduct``; ValueError if the adduct removes atoms the molecule lacks."""
+    ion = np.asarray(neutral, dtype=np.int64) + adduct_delta(adduct)
+    if (ion < 0).any():
+        raise ValueError(f"adduct {adduct.name} removes atoms absent from {format_formula(neutral)}")
+    return ion
 
 
 @dataclass(frozen=True)
@@ -215,12 +195,6 @@ def tolerance_for_instrument(instrument_type: str | None, default: MassTolerance
     if cls is None:
         return default if default is not None else INSTRUMENT_TOLERANCE["tof"]
     return INSTRUMENT_TOLERANCE[cls]
-
-
-def max_decimals_at_most(mz: np.ndarray, decimals: int = 1) -> bool:
-    """True when every m/z is a multiple of ``10**-decimals`` (unit/low-resolution peak lists)."""
-    a = np.asarray(mz, dtype=np.float64) * 10**decimals
-    return bool(len(a)) and bool(np.all(np.abs(a - np.round(a)) < 1e-6 * np.maximum(1.0, np.abs(a)) + 1e-9))
 
 
 def gaussian_ppm_score(ppm_error: np.ndarray | float, sigma_ppm: float) -> np.ndarray | float:

@@ -31,6 +31,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+from speclake.pipelines.normalize import peaks as pk
+from speclake.pipelines.normalize.adduct import Adduct
+from speclake.pipelines.normalize.masses import ELECTRON_MASS
 
 from .decompose import (
     DEFAULT_RULES,
@@ -41,16 +46,15 @@ from .decompose import (
     subformula_candidates,
 )
 from .formula import (
-    ELECTRON_MASS,
     ORGANIC_ALPHABET,
-    Adduct,
     MassTolerance,
+    adduct_delta,
     format_formula,
+    ion_counts,
     ion_mz,
-    max_decimals_at_most,
-    parse_adduct,
     parse_formula,
     rdbe,
+    singly_charged_adduct,
     tolerance_for_instrument,
 )
 from .loss_priors import LossPriorTable, compile_loss_priors, default_loss_table
@@ -135,11 +139,13 @@ FRAGTREE_TYPE = pa.struct([
 ])
 
 
-@dataclass(frozen=True)
-class TreeParams:
-    """Scoring and search settings of the tree heuristic."""
+class TreeParams(BaseModel):
+    """Scoring and search settings of the tree heuristic (``TreeSettings.scoring`` of the feature job,
+    so each of them is part of the features settings hash)."""
 
-    max_peaks: int = 100              # most intense fragment peaks considered
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_peaks: int = 60               # most intense fragment peaks considered
     noise_level: float = 0.002        # relative intensity scoring 0
     intensity_floor: float = 0.0      # lowest intensity score
     sigma_ratio: float = 2.5          # tolerance = sigma_ratio * sigma of the mass-error Gaussian
@@ -166,7 +172,7 @@ def _as_table(loss_priors: Mapping[str, float] | LossPriorTable | None) -> LossP
 
 
 def _clean_peaks(mz: Sequence[float], intensities: Sequence[float]) -> tuple[np.ndarray, np.ndarray] | Skipped:
-    """Finite, positive-intensity peaks as float64 arrays, or a Skipped for unusable peak lists."""
+    """Finite, positive peaks as float64 arrays (as ordered), or a Skipped for unusable peak lists."""
     try:
         m = np.asarray(mz, dtype=np.float64).ravel()
         i = np.asarray(intensities, dtype=np.float64).ravel()
@@ -174,11 +180,10 @@ def _clean_peaks(mz: Sequence[float], intensities: Sequence[float]) -> tuple[np.
         return Skipped("invalid_peaks", f"peaks are not numeric: {err}")
     if m.shape != i.shape:
         return Skipped("invalid_peaks", f"{len(m)} m/z values but {len(i)} intensities")
-    keep = np.isfinite(m) & np.isfinite(i) & (i > 0) & (m > 0)
-    m, i = m[keep], i[keep]
+    m, i = pk.remove_invalid_intensities(*pk.remove_invalid_mz(m, i))
     if len(m) < 2:
         return Skipped("too_few_peaks", f"{len(m)} usable peak(s); a tree needs at least 2")
-    if max_decimals_at_most(m, 1):
+    if pk.is_unit_resolution(m, 1):
         return Skipped("low_resolution", "all peak m/z have at most 1 decimal (unit/low resolution)")
     return m, i
 
@@ -197,12 +202,10 @@ def _resolve_tolerance(tolerance: MassTolerance | float | None, instrument_type:
 
 
 def _resolve_adduct(adduct: str | Adduct | None) -> Adduct | Skipped:
-    if isinstance(adduct, Adduct):
-        return adduct
     if not adduct:
         return Skipped("missing_adduct", "no adduct / precursor type")
     try:
-        return parse_adduct(adduct)
+        return singly_charged_adduct(adduct)
     except ValueError as err:
         return Skipped("unsupported_adduct", str(err))
 
@@ -357,7 +360,7 @@ def compute_tree(
         return peaks
     try:
         counts, fcharge = parse_formula(formula)
-        ion = counts if (add.intrinsic and fcharge) else add.ion_counts(counts)
+        ion = counts if (add.intrinsic and fcharge) else ion_counts(add, counts)
     except ValueError as err:
         code = "unsupported_element" if "unsupported element" in str(err) else "invalid_formula"
         return Skipped(code, str(err))
@@ -447,8 +450,7 @@ def rank_precursor_formulas(
         return Skipped("too_many_candidates", str(exc))
     if len(cands) > params.max_decomposition_candidates:
         return Skipped("too_many_candidates", f"{len(cands)} formulas within {tol_da * 1e3:.1f} mDa of {mass:.4f}")
-    delta = np.asarray(add.delta, dtype=np.int64)
-    ions = cands + delta
+    ions = cands + adduct_delta(add)
     ok = (ions >= 0).all(axis=1)
     cands, err, ions = cands[ok], err[ok], ions[ok]
     if not len(cands):

@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
+from speclake.pipelines.normalize import peaks as pk
+
 BATCH_ROWS = 1024
 
 
@@ -52,31 +54,14 @@ class Skip:
     reason: str
 
 
-def is_unit_resolution(mz: np.ndarray, decimals: int) -> bool:
-    """True when every m/z has at most ``decimals`` decimals (a nominal-mass spectrum)."""
-    if not len(mz):
-        return False
-    scaled = mz * 10**decimals
-    return bool(np.all(np.abs(scaled - np.round(scaled)) < 1e-6 * np.maximum(1.0, np.abs(scaled)) + 1e-9))
-
-
 def clean_peaks(mz: np.ndarray, intensities: np.ndarray, precursor_mz: float | None,
                 settings: PeakSettings) -> tuple[np.ndarray, np.ndarray]:
     """Finite positive peaks, relative intensity >= threshold, not above the precursor, top-N; m/z ascending."""
-    ok = np.isfinite(mz) & np.isfinite(intensities) & (intensities > 0)
-    mz, intensities = mz[ok], intensities[ok]
+    mz, intensities = pk.remove_invalid_intensities(*pk.remove_invalid_mz(mz, intensities, positive=False))
     if precursor_mz is not None and settings.max_mz_above_precursor is not None:
-        keep = mz <= precursor_mz + settings.max_mz_above_precursor
-        mz, intensities = mz[keep], intensities[keep]
-    if len(intensities):
-        intensities = intensities / intensities.max()
-        keep = intensities >= settings.min_relative_intensity
-        mz, intensities = mz[keep], intensities[keep]
-    if len(mz) > settings.max_peaks:
-        top = np.argsort(-intensities, kind="stable")[: settings.max_peaks]
-        mz, intensities = mz[top], intensities[top]
-    order = np.argsort(mz, kind="stable")
-    return mz[order], intensities[order]
+        mz, intensities = pk.remove_peaks_above(mz, intensities, precursor_mz + settings.max_mz_above_precursor)
+    mz, intensities = pk.select_by_intensity(mz, pk.scale_to_max(intensities), settings.min_relative_intensity)
+    return pk.sort_by_mz(*pk.select_top_peaks(mz, intensities, settings.max_peaks))
 
 
 def check_spectrum(ms_level: int | None, precursor_mz: float | None, mz: Iterable[float], intensities: Iterable[float],
@@ -90,7 +75,7 @@ def check_spectrum(ms_level: int | None, precursor_mz: float | None, mz: Iterabl
     it_a = np.asarray(intensities if intensities is not None else [], dtype=np.float64)
     if mz_a.shape != it_a.shape:
         return Skip("invalid_peaks", f"{len(mz_a)} m/z values but {len(it_a)} intensities")
-    if len(mz_a) >= 2 and is_unit_resolution(mz_a, settings.unit_resolution_decimals):
+    if len(mz_a) >= 2 and pk.is_unit_resolution(mz_a, settings.unit_resolution_decimals):
         return Skip("low_resolution",
                     f"all {len(mz_a)} m/z values have at most {settings.unit_resolution_decimals} decimal(s)")
     peaks = clean_peaks(mz_a, it_a, precursor_mz, settings)

@@ -9,14 +9,14 @@ spectra are recorded as linked (skip code ``linked_into_msn_tree``).
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from .fragtree import TreeParams
 from .prepare import rows_to_batches
 from .tables import FRAGTREES, TREE_FEATURE_NAMES
 
@@ -24,13 +24,14 @@ log = logging.getLogger(__name__)
 
 
 class TreeSettings(BaseModel):
-    """Fragmentation-tree settings (passed to :func:`.fragtree.compute_tree`)."""
+    """Fragmentation-tree settings (passed to :func:`.fragtree.compute_tree`); ``scoring`` holds every
+    constant of the tree heuristic (``scoring.max_peaks``: most intense fragment peaks in a tree)."""
 
     model_config = ConfigDict(extra="forbid")
 
     tolerance_ppm: float | None = None   # None: from the instrument type
-    max_peaks: int = 60                  # most intense fragment peaks in a tree
     msn_precursor_decimals: int = 2      # MSn linking: first precursor m/z rounded to this
+    scoring: TreeParams = Field(default_factory=TreeParams)
 
 
 #: Output of :func:`tree_batches`: fragtrees rows (kind ``tree``) and skips (kind ``skip``).
@@ -85,7 +86,7 @@ def _tree_row(row: dict[str, Any], tree: Any, linked: list[dict[str, Any]]) -> d
     return out
 
 
-def tree_for_spectrum(row: dict[str, Any], settings: TreeSettings, params: Any, loss_table: Any) -> dict[str, Any]:
+def tree_for_spectrum(row: dict[str, Any], settings: TreeSettings, loss_table: Any) -> dict[str, Any]:
     """Tree (or skip) row of one MS2 spectrum of a known compound."""
     from .fragtree import Skipped, compute_tree
 
@@ -94,7 +95,7 @@ def tree_for_spectrum(row: dict[str, Any], settings: TreeSettings, params: Any, 
     try:
         tree = compute_tree(row["formula"], row.get("adduct"), row["mz"], row["intensities"],
                             precursor_mz=row.get("precursor_mz"), instrument_type=row.get("instrument_type"),
-                            tolerance=settings.tolerance_ppm, loss_priors=loss_table, params=params)
+                            tolerance=settings.tolerance_ppm, loss_priors=loss_table, params=settings.scoring)
     except Exception as exc:  # a solver bug must not lose the batch: record it
         log.exception("fragmentation tree failed for %s", row["spectrum_id"])
         return _skip(row, "internal_error", f"{type(exc).__name__}: {exc}")
@@ -103,22 +104,21 @@ def tree_for_spectrum(row: dict[str, Any], settings: TreeSettings, params: Any, 
     return _tree_row(row, tree, [])
 
 
-def trees_for_group(rows: list[dict[str, Any]], settings: TreeSettings, params: Any,
-                    loss_table: Any) -> list[dict[str, Any]]:
+def trees_for_group(rows: list[dict[str, Any]], settings: TreeSettings, loss_table: Any) -> list[dict[str, Any]]:
     """Tree and skip rows of one group: a single spectrum, or the MS2..MSn spectra of one precursor."""
     from .fragtree import Skipped, link_msn
 
     msn = [r for r in rows if (r.get("ms_level") or 0) >= 3]
     ms2 = [r for r in rows if r.get("ms_level") == 2]
     if not msn:
-        return [tree_for_spectrum(r, settings, params, loss_table) for r in ms2]
+        return [tree_for_spectrum(r, settings, loss_table) for r in ms2]
     if not ms2:
         return [_skip(r, "msn_without_ms2", "no MS2 spectrum of the same precursor to link this MSn spectrum to")
                 for r in msn]
     base = max(ms2, key=lambda r: (len(r.get("mz") or []), r["spectrum_id"]))
-    out = [tree_for_spectrum(r, settings, params, loss_table) for r in ms2 if r is not base]
+    out = [tree_for_spectrum(r, settings, loss_table) for r in ms2 if r is not base]
     try:
-        tree = link_msn([base] + msn, tolerance=settings.tolerance_ppm, loss_priors=loss_table, params=params)
+        tree = link_msn([base] + msn, tolerance=settings.tolerance_ppm, loss_priors=loss_table, params=settings.scoring)
     except Exception as exc:
         log.exception("MSn tree failed for %s", base["spectrum_id"])
         tree = Skipped("internal_error", f"{type(exc).__name__}: {exc}")
@@ -150,15 +150,13 @@ def _groups(batches: Iterator[pa.RecordBatch]) -> Iterator[list[dict[str, Any]]]
 
 def tree_batches(batches: Iterator[pa.RecordBatch], *, settings_json: str) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: prepared spectra sorted by ``tree_group`` in, :data:`TREE_OUT` rows out."""
-    from .fragtree import DEFAULT_PARAMS
     from .loss_priors import default_loss_table
 
     settings = TreeSettings.model_validate_json(settings_json)
-    params = dataclasses.replace(DEFAULT_PARAMS, max_peaks=settings.max_peaks)
     table = default_loss_table()
 
     def rows() -> Iterator[dict[str, Any]]:
         for group in _groups(batches):
-            yield from trees_for_group(group, settings, params, table)
+            yield from trees_for_group(group, settings, table)
 
     yield from rows_to_batches(rows(), TREE_OUT, batch_rows=256)

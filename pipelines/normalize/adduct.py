@@ -14,55 +14,26 @@ the few spellings of the same ion (``[M+HCOOH-H]-`` / ``[M+HCO2]-`` ->
 """
 from __future__ import annotations
 
-import math
-
-from functools import lru_cache
-
 import logging
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Mapping
 
+import numpy as np
+
 from speclake.pipelines.normalize.errors import InvalidValueError, UnknownAdductError
+from speclake.pipelines.normalize.masses import (
+    ELECTRON_MASS,
+    ELEMENT_SYMBOLS,
+    group_counts,
+    group_mass,
+    parse_charge_suffix,
+)
 
 log = logging.getLogger(__name__)
-
-#: Mass of the electron (Da), CODATA 2018.
-ELECTRON_MASS = 0.000548579909065
-
-#: Monoisotopic masses (Da) of the most abundant isotope of each element (AME 2016 / NIST).
-ELEMENT_MASSES: Mapping[str, float] = MappingProxyType({
-    "H": 1.00782503223,
-    "D": 2.01410177812,
-    "B": 11.00930536,
-    "C": 12.0,
-    "N": 14.00307400443,
-    "O": 15.99491461957,
-    "F": 18.99840316273,
-    "Na": 22.9897692820,
-    "Mg": 23.985041697,
-    "Si": 27.97692653465,
-    "P": 30.97376199842,
-    "S": 31.9720711744,
-    "Cl": 34.968852682,
-    "K": 38.9637064864,
-    "Ca": 39.962590863,
-    "Li": 7.0160034366,
-    "Fe": 55.93493633,
-    "Co": 58.93319429,
-    "Cu": 62.92959772,
-    "Zn": 63.92914201,
-    "As": 74.92159457,
-    "Se": 79.9165218,
-    "Br": 78.9183376,
-    "Ag": 106.9050916,
-    "Sn": 119.90220163,
-    "I": 126.9044719,
-    "Cs": 132.905451961,
-    "Pt": 194.9647917,
-    "Hg": 201.9706434,
-})
 
 #: Abbreviations seen in adduct notation, spelled as the formula group used in canonical names.
 _ALIASES: Mapping[str, str] = MappingProxyType({
@@ -100,99 +71,34 @@ _SPECIAL: Mapping[str, str] = MappingProxyType({
 
 _TERM = re.compile(r"([+-])(\d*)([A-Za-z][A-Za-z0-9()]*)")
 _CORE = re.compile(r"^(\d*)M(.*)$")
-_CHARGE = re.compile(r"^(\d*)([+-]+)(\d*)$")
-_ELEMENT = re.compile(r"([A-Z][a-z]?)(\d*)")
 _ALTERNATIVES = re.compile(r"\s*(?:/|,|;|\bor\b|\s{2,})\s*")
 _RADICAL_MARKS = ("*", "\u2022", "\u00b7", ".", "^")
 
 
 @dataclass(frozen=True)
 class Adduct:
-    """One parsed adduct: canonical name, molecule count, mass shift (Da, electrons included), signed charge."""
+    """One parsed adduct: canonical name, molecule count, mass shift (Da, electrons included), signed charge.
+
+    ``composition`` is the signed atom count the adduct adds to ``n_molecules`` molecules
+    (``[M-H2O+H]+``: ``(("H", -1), ("O", -1))``), in :data:`.masses.ELEMENT_SYMBOLS` order;
+    it follows from the name, so it takes no part in equality.
+    """
 
     name: str
     n_molecules: int
     mass_shift: float
     charge: int
     radical: bool = False
+    composition: tuple[tuple[str, int], ...] = field(default=(), compare=False)
 
+    @property
+    def intrinsic(self) -> bool:
+        """True when the molecule carries the charge itself (``[M]+``, ``[M]-``, ``[M]+*``): nothing added or lost."""
+        return self.name.startswith("[M]")
 
-def formula_mass(formula: str) -> float:
-    """Monoisotopic mass of a formula such as ``C8H10N4O2``, ``(CH3)2CO``, ``C9H9O+`` or ``[C2H5O]-``.
-
-    A trailing charge (``+``, ``2-``, ``+2``) subtracts that many electron masses
-    (so ``formula_mass("C9H9O1+")`` is the ion's m/z for charge 1, not divided by z);
-    ``.`` or ``·`` separate parts that are summed, each with an optional leading
-    multiplier (``C2H4O2.2H2O``). Raises :class:`InvalidValueError` for unknown
-    elements or unbalanced parentheses.
-    """
-    text = (formula or "").strip().replace(" ", "")
-    if not text:
-        raise InvalidValueError("empty formula")
-    charge = 0
-    m = re.match(r"^\[(.+)\](\d*[+-]+\d*)?$", text)
-    if m:
-        text, charge_text = m.group(1), m.group(2) or ""
-        charge = (_parse_charge_suffix(charge_text) or 0) if charge_text else 0
-    else:
-        m = re.search(r"([+-]+\d*)$", text)  # "C9H9O2+" is C9H9O2 with charge 1
-        if m and m.start() > 0:
-            charge = _parse_charge_suffix(m.group(1)) or 0
-            text = text[: m.start()]
-    total = 0.0
-    for part in re.split(r"[.\u00b7]", text):
-        if not part:
-            continue
-        pm = re.match(r"^(\d+)(.*)$", part)
-        mult, body = (int(pm.group(1)), pm.group(2)) if pm else (1, part)
-        total += mult * _group_mass(body, formula)
-    return total - charge * ELECTRON_MASS
-
-
-def _group_mass(text: str, original: str) -> float:
-    """Neutral monoisotopic mass of one formula group with optional parentheses."""
-    stack: list[float] = [0.0]
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "(":
-            stack.append(0.0)
-            i += 1
-        elif ch == ")":
-            if len(stack) == 1:
-                raise InvalidValueError(f"unbalanced parentheses in formula {original!r}")
-            j = i + 1
-            while j < len(text) and text[j].isdigit():
-                j += 1
-            inner = stack.pop() * (int(text[i + 1:j]) if j > i + 1 else 1)
-            stack[-1] += inner
-            i = j
-        else:
-            m = _ELEMENT.match(text, i)
-            if not m or m.group(1) not in ELEMENT_MASSES:
-                raise InvalidValueError(f"unknown element at {text[i:i + 2]!r} in formula {original!r}")
-            stack[-1] += ELEMENT_MASSES[m.group(1)] * (int(m.group(2)) if m.group(2) else 1)
-            i = m.end()
-    if len(stack) != 1:
-        raise InvalidValueError(f"unbalanced parentheses in formula {original!r}")
-    return stack[0]
-
-
-def _parse_charge_suffix(text: str) -> int | None:
-    """``+`` -> 1, ``2-`` -> -2, ``++`` -> 2, ``+2`` -> 2, ``1+`` -> 1; None for empty; ValueError otherwise."""
-    if not text:
-        return None
-    m = _CHARGE.match(text)
-    if not m or len(set(m.group(2))) != 1 or (m.group(1) and m.group(3)):
-        raise ValueError(f"not a charge: {text!r}")
-    signs = m.group(2)
-    digits = m.group(1) or m.group(3)
-    if digits and len(signs) > 1:
-        raise ValueError(f"not a charge: {text!r}")
-    magnitude = int(digits) if digits else len(signs)
-    if not 1 <= magnitude <= 20:
-        raise ValueError(f"charge out of range 1-20 in {text!r}")
-    return magnitude if signs[0] == "+" else -magnitude
+    def neutral_mass(self, precursor_mz: float) -> float:
+        """Neutral monoisotopic mass M whose ion has m/z ``precursor_mz`` (the inverse of :func:`adduct_mz`)."""
+        return (float(precursor_mz) * abs(self.charge) - self.mass_shift) / self.n_molecules
 
 
 def _canonical_group(group: str) -> str:
@@ -280,16 +186,18 @@ def _parse_one(text: str, ionmode: str | None) -> Adduct:
         terms.append((sign, count, group))
         pos = tm.end()
     mass = 0.0
+    atoms = np.zeros(len(ELEMENT_SYMBOLS), dtype=np.int64)
     implied = 0
     for sign, count, group in terms:
         implied += sign * count * _GROUP_CHARGE.get(group, 0)
         if group == "e":
             continue  # electrons only change the charge; the electron mass comes from the charge below
         try:
-            mass += sign * count * _group_mass(group, text)
+            mass += sign * count * group_mass(group, text)
+            atoms += sign * count * group_counts(group, text)
         except InvalidValueError as exc:
             raise ValueError(str(exc)) from None
-    stated = _parse_charge_suffix(charge_text) if charge_text else None
+    stated = parse_charge_suffix(charge_text) if charge_text else None
     charge = stated if stated is not None else implied
     if charge == 0:
         mode = (ionmode or "").strip().lower()
@@ -303,7 +211,9 @@ def _parse_one(text: str, ionmode: str | None) -> Adduct:
     if any(group == "e" for _, _, group in terms):  # "M-e" / "M+e": an odd-electron ion, written [M]+* / [M]-*
         radical = True
         terms = [t for t in terms if t[2] != "e"]
-    return Adduct(_canonical_name(n_molecules, terms, charge, radical), n_molecules, mass_shift, charge, radical)
+    composition = tuple((e, int(n)) for e, n in zip(ELEMENT_SYMBOLS, atoms) if n)
+    return Adduct(_canonical_name(n_molecules, terms, charge, radical), n_molecules, mass_shift, charge, radical,
+                  composition)
 
 
 def _canonical_name(n_molecules: int, terms: list[tuple[int, int, str]], charge: int, radical: bool) -> str:
@@ -332,4 +242,4 @@ def neutral_mass(precursor_mz: float | None, adduct: str | None, ionmode: str | 
         return None
     if a.charge == 0 or a.n_molecules < 1:
         return None
-    return (float(precursor_mz) * abs(a.charge) - a.mass_shift) / a.n_molecules
+    return a.neutral_mass(precursor_mz)

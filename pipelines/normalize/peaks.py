@@ -1,8 +1,16 @@
-"""Peak-list cleaning: sort, drop invalid peaks, merge duplicates, remove peaks above the precursor.
+"""Peak-list cleaning as small named steps, and the cleaners that compose them.
 
-Vectorised with numpy; m/z stays float64, intensities become float32 (scaled
-to a base peak of 1.0, and as recorded for the kept peaks). Every change is
-described in ``CleanedPeaks.notes`` so the lake says what normalization did.
+Each step takes ``(mz, intensities)`` float arrays and returns new arrays (never
+changing its inputs): :func:`remove_invalid_mz`, :func:`remove_invalid_intensities`,
+:func:`sort_by_mz`, :func:`merge_close_peaks`, :func:`remove_peaks_above`,
+:func:`scale_to_max`, :func:`select_by_intensity`, :func:`select_top_peaks`; plus the
+check :func:`is_unit_resolution`. The cleaners built from them:
+
+- :func:`clean_peaks` (ingest): m/z stays float64, intensities become float32
+  (scaled to a base peak of 1.0, and as recorded for the kept peaks); every change
+  is described in ``CleanedPeaks.notes`` so the lake says what normalization did.
+- ``features.prepare.clean_peaks`` (feature jobs) and ``features.fragtree._clean_peaks``
+  (trees) compose the same steps with their own thresholds.
 """
 from __future__ import annotations
 
@@ -15,6 +23,8 @@ import numpy as np
 from speclake.pipelines.normalize.errors import InvalidValueError, NoPeaksError
 
 log = logging.getLogger(__name__)
+
+Peaks = tuple[np.ndarray, np.ndarray]
 
 
 class PeakSettings(Protocol):
@@ -39,6 +49,79 @@ class CleanedPeaks:
         return int(self.mz.size)
 
 
+# --------------------------------------------------------------------------- steps
+
+def remove_invalid_mz(mz: np.ndarray, intensities: np.ndarray, *, positive: bool = True) -> Peaks:
+    """Drop peaks whose m/z is NaN/inf (and, when ``positive``, zero or negative)."""
+    keep = np.isfinite(mz) & (mz > 0) if positive else np.isfinite(mz)
+    return mz[keep], intensities[keep]
+
+
+def remove_invalid_intensities(mz: np.ndarray, intensities: np.ndarray) -> Peaks:
+    """Drop peaks whose intensity is NaN/inf, zero or negative."""
+    keep = np.isfinite(intensities) & (intensities > 0)
+    return mz[keep], intensities[keep]
+
+
+def is_sorted_by_mz(mz: np.ndarray) -> bool:
+    """True when ``mz`` never decreases."""
+    return not (mz.size > 1 and bool(np.any(np.diff(mz) < 0)))
+
+
+def sort_by_mz(mz: np.ndarray, intensities: np.ndarray) -> Peaks:
+    """Peaks in ascending m/z (stable: equal m/z keep their order)."""
+    order = np.argsort(mz, kind="stable")
+    return mz[order], intensities[order]
+
+
+def merge_close_peaks(mz: np.ndarray, intensities: np.ndarray, tolerance: float) -> Peaks:
+    """Merge runs of m/z-sorted peaks whose neighbours are within ``tolerance`` Da into one peak of
+    summed intensity at the intensity-weighted m/z."""
+    if mz.size <= 1:
+        return mz, intensities
+    starts = np.flatnonzero(np.concatenate(([True], np.diff(mz) > tolerance)))
+    if starts.size == mz.size:
+        return mz, intensities
+    total = np.add.reduceat(intensities, starts)
+    weighted = np.add.reduceat(mz * intensities, starts) / total
+    return weighted, total
+
+
+def remove_peaks_above(mz: np.ndarray, intensities: np.ndarray, limit: float) -> Peaks:
+    """Drop peaks with m/z above ``limit`` (a precursor m/z plus its window); ``limit`` itself stays."""
+    keep = mz <= limit
+    return mz[keep], intensities[keep]
+
+
+def scale_to_max(intensities: np.ndarray) -> np.ndarray:
+    """Intensities divided by the largest (base peak 1.0); an empty array as it is."""
+    return intensities / intensities.max() if intensities.size else intensities
+
+
+def select_by_intensity(mz: np.ndarray, intensities: np.ndarray, minimum: float) -> Peaks:
+    """Keep peaks of intensity >= ``minimum`` (a relative threshold on :func:`scale_to_max` output)."""
+    keep = intensities >= minimum
+    return mz[keep], intensities[keep]
+
+
+def select_top_peaks(mz: np.ndarray, intensities: np.ndarray, n: int) -> Peaks:
+    """The ``n`` most intense peaks, most intense first (ties: earlier first); unchanged when ``n`` or fewer."""
+    if mz.size <= n:
+        return mz, intensities
+    top = np.argsort(-intensities, kind="stable")[:n]
+    return mz[top], intensities[top]
+
+
+def is_unit_resolution(mz: np.ndarray, decimals: int = 1) -> bool:
+    """True when every m/z has at most ``decimals`` decimals (a nominal-mass spectrum); False when empty."""
+    if not len(mz):
+        return False
+    scaled = np.asarray(mz, dtype=np.float64) * 10**decimals
+    return bool(np.all(np.abs(scaled - np.round(scaled)) < 1e-6 * np.maximum(1.0, np.abs(scaled)) + 1e-9))
+
+
+# --------------------------------------------------------------------------- ingest cleaner
+
 def clean_peaks(mz: Sequence[float] | np.ndarray, intensities: Sequence[float] | np.ndarray, *,
                 precursor_mz: float | None, ms_level: int, settings: PeakSettings,
                 precursor_precision_da: float = 0.0) -> CleanedPeaks:
@@ -57,50 +140,30 @@ def clean_peaks(mz: Sequence[float] | np.ndarray, intensities: Sequence[float] |
     if mz_arr.size != int_arr.size:
         raise InvalidValueError(f"peak list has {mz_arr.size} m/z values but {int_arr.size} intensities")
     notes: list[str] = []
-    n_recorded = mz_arr.size
+    n_recorded = n = mz_arr.size
 
-    valid = np.isfinite(mz_arr) & (mz_arr > 0)
-    if not valid.all():
-        notes.append(f"dropped {int((~valid).sum())} peaks with NaN/inf/non-positive m/z")
-    valid_int = np.isfinite(int_arr) & (int_arr > 0)
-    bad_int = valid & ~valid_int
-    if bad_int.any():
-        notes.append(f"dropped {int(bad_int.sum())} zero/negative/NaN intensities")
-    keep = valid & valid_int
-    mz_arr, int_arr = mz_arr[keep], int_arr[keep]
-
-    if mz_arr.size > 1 and np.any(np.diff(mz_arr) < 0):
-        order = np.argsort(mz_arr, kind="stable")
-        mz_arr, int_arr = mz_arr[order], int_arr[order]
+    mz_arr, int_arr = remove_invalid_mz(mz_arr, int_arr)
+    if mz_arr.size < n:
+        notes.append(f"dropped {n - mz_arr.size} peaks with NaN/inf/non-positive m/z")
+    n = mz_arr.size
+    mz_arr, int_arr = remove_invalid_intensities(mz_arr, int_arr)
+    if mz_arr.size < n:
+        notes.append(f"dropped {n - mz_arr.size} zero/negative/NaN intensities")
+    if not is_sorted_by_mz(mz_arr):
+        mz_arr, int_arr = sort_by_mz(mz_arr, int_arr)
         notes.append("sorted peaks by m/z")
-
-    if mz_arr.size > 1:
-        mz_arr, int_arr, n_merged = _merge_close(mz_arr, int_arr, settings.merge_tolerance_da)
-        if n_merged:
-            notes.append(f"merged {n_merged} duplicate m/z (within {settings.merge_tolerance_da:g} Da)")
-
+    n = mz_arr.size
+    mz_arr, int_arr = merge_close_peaks(mz_arr, int_arr, settings.merge_tolerance_da)
+    if mz_arr.size < n:
+        notes.append(f"merged {n - mz_arr.size} duplicate m/z (within {settings.merge_tolerance_da:g} Da)")
     if ms_level >= 2 and precursor_mz is not None and settings.remove_peaks_above_precursor and mz_arr.size:
         window = max(settings.precursor_tolerance_da, precursor_mz * settings.precursor_tolerance_ppm * 1e-6,
                      precursor_precision_da)
-        below = mz_arr <= precursor_mz + window
-        n_above = int(mz_arr.size - np.count_nonzero(below))
-        if n_above:
-            mz_arr, int_arr = mz_arr[below], int_arr[below]
-            notes.append(f"removed {n_above} peaks above precursor m/z {precursor_mz:.4f} (+{window:.4f} Da)")
+        n = mz_arr.size
+        mz_arr, int_arr = remove_peaks_above(mz_arr, int_arr, precursor_mz + window)
+        if mz_arr.size < n:
+            notes.append(f"removed {n - mz_arr.size} peaks above precursor m/z {precursor_mz:.4f} (+{window:.4f} Da)")
 
     if mz_arr.size == 0:
         raise NoPeaksError(f"no peaks left after cleaning ({n_recorded} recorded; {'; '.join(notes) or 'empty'})")
-    raw = int_arr.astype(np.float32)
-    scaled = (int_arr / int_arr.max()).astype(np.float32)
-    return CleanedPeaks(mz_arr, scaled, raw, tuple(notes))
-
-
-def _merge_close(mz: np.ndarray, intensities: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray, int]:
-    """Merge runs of sorted peaks whose neighbours are within ``tolerance``; serves :func:`clean_peaks`."""
-    starts = np.flatnonzero(np.concatenate(([True], np.diff(mz) > tolerance)))
-    n_merged = mz.size - starts.size
-    if n_merged == 0:
-        return mz, intensities, 0
-    total = np.add.reduceat(intensities, starts)
-    weighted = np.add.reduceat(mz * intensities, starts) / total
-    return weighted, total, n_merged
+    return CleanedPeaks(mz_arr, scale_to_max(int_arr).astype(np.float32), int_arr.astype(np.float32), tuple(notes))

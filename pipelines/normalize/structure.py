@@ -17,8 +17,9 @@ from rdkit import Chem, rdBase
 from rdkit.Chem import rdMolDescriptors
 from rdkit.Chem.MolStandardize import rdMolStandardize
 
-from speclake.pipelines.normalize.adduct import ELECTRON_MASS, Adduct, adduct_mz
+from speclake.pipelines.normalize.adduct import Adduct, adduct_mz
 from speclake.pipelines.normalize.errors import InvalidStructureError, NormalizationError
+from speclake.pipelines.normalize.masses import ELECTRON_MASS
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speclake.index.search import SpectrumQueryUnavailable, StructureIndex, ppm_window
+from speclake.index.search import SpectrumQueryUnavailable, StructureIndex
+from speclake.pipelines.normalize.masses import ppm_window
 
 
 @pytest.fixture(scope="module")

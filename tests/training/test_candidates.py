@@ -6,7 +6,8 @@ import pyarrow as pa
 import pytest
 
 from speclake.pipelines.normalize.adduct import adduct_mz, parse_adduct
-from speclake.training.candidates import candidate_sets, neutral_mass, open_catalog, ppm_bounds, query_table
+from speclake.pipelines.normalize.masses import ppm_window
+from speclake.training.candidates import candidate_sets, neutral_mass, open_catalog, query_table
 
 from .eval_lakes import indexed_lake
 
@@ -78,7 +79,7 @@ def test_mass_mode_window_is_exact(lake, queries):
         m = neutral_mass(row["precursor_mz"], row["adduct"], row["ionmode"])
         if m is None or abs(m - row["monoisotopic_mass"]) > row["monoisotopic_mass"] * 10e-6:
             m = row["monoisotopic_mass"]  # precursor m/z off: window centred on the true mass
-        lo, hi = ppm_bounds(m, 10.0)
+        lo, hi = ppm_window(m, 10.0)
         got = t.slice(cs.offsets[i], cs.offsets[i + 1] - cs.offsets[i])
         expected = {k for k, x in zip(all_keys, all_mass) if lo <= x <= hi}
         found = set(got.column("inchikey14").to_pylist())
@@ -99,9 +100,9 @@ def test_mass_window_recentred_when_precursor_is_off():
     assert (n_no_mass, n_recentred) == (1, 2)
     lo, hi = table.column("lo").to_numpy(), table.column("hi").to_numpy()
     m0 = neutral_mass(181.0496, "[M+H]+")
-    assert (lo[0], hi[0]) == pytest.approx(ppm_bounds(m0, 10.0))      # precursor within 10 ppm: used
-    assert (lo[1], hi[1]) == pytest.approx(ppm_bounds(180.0423, 10.0))  # nominal precursor: true mass
-    assert (lo[2], hi[2]) == pytest.approx(ppm_bounds(180.0423, 10.0))  # no adduct: true mass
+    assert (lo[0], hi[0]) == pytest.approx(ppm_window(m0, 10.0))      # precursor within 10 ppm: used
+    assert (lo[1], hi[1]) == pytest.approx(ppm_window(180.0423, 10.0))  # nominal precursor: true mass
+    assert (lo[2], hi[2]) == pytest.approx(ppm_window(180.0423, 10.0))  # no adduct: true mass
 
 
 def test_unknown_mode_is_refused(lake, queries):

@@ -1,11 +1,10 @@
 """Tree rows of single spectra and MSn groups (calls the fragtree solver), graph features, text and drawing."""
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
-from speclake.pipelines.features.fragtree import DEFAULT_PARAMS
+from speclake.pipelines.features.fragtree import TreeParams
+from speclake.pipelines.features.job import FeaturesSettings
 from speclake.pipelines.features.loss_priors import default_loss_table
 from speclake.pipelines.features.tables import TREE_FEATURE_NAMES
 from speclake.pipelines.features.treeview import draw_tree, format_tree, layout
@@ -55,14 +54,10 @@ def _rows_with_formula(rows: list[dict]) -> list[dict]:
     return [{**r, "formula": formula if r.get("inchikey") else None, "tree_group": "g"} for r in rows]
 
 
-def _params():
-    return dataclasses.replace(DEFAULT_PARAMS, max_peaks=60)
-
-
 def test_phenylalanine_tree_explains_tropylium() -> None:
     """The MS2 tree of phenylalanine [M+H]+ explains m/z 120.08 as C8H10N+ and 91.05 as C7H7+."""
     row = _rows_with_formula(compound_spectra("phenylalanine", 1, seed=0))[0]
-    out = trees_for_group([row], TreeSettings(), _params(), default_loss_table())
+    out = trees_for_group([row], TreeSettings(), default_loss_table())
     assert len(out) == 1 and out[0]["kind"] == "tree", out
     formulas = {n["formula"] for n in out[0]["nodes"]}
     assert {"C8H10N+", "C7H7+"} <= formulas, formulas
@@ -72,7 +67,7 @@ def test_phenylalanine_tree_explains_tropylium() -> None:
 def test_msn_group_links_ms3_into_the_ms2_tree() -> None:
     """MS2 + MS3 of one precursor: one tree on the MS2 spectrum with MS3 nodes; the MS3 row is recorded as linked."""
     rows = _rows_with_formula(compound_spectra("phenylalanine", 2, seed=0) + msn_spectra())
-    out = trees_for_group(rows, TreeSettings(), _params(), default_loss_table())
+    out = trees_for_group(rows, TreeSettings(), default_loss_table())
     kinds = {r["spectrum_id"]: (r["kind"], r.get("skip_code")) for r in out}
     assert kinds["phe-ms3"] == ("skip", "linked_into_msn_tree")
     msn = [r for r in out if r["kind"] == "tree" and r["linked_spectrum_ids"]]
@@ -83,6 +78,22 @@ def test_msn_group_links_ms3_into_the_ms2_tree() -> None:
 def test_unannotated_and_orphan_msn_are_skipped() -> None:
     """No structure: 'unannotated'; an MS3 spectrum without its MS2: 'msn_without_ms2'."""
     row = {**compound_spectra("phenylalanine", 1, seed=0)[0], "inchikey": None, "formula": None, "tree_group": "x"}
-    assert trees_for_group([row], TreeSettings(), _params(), default_loss_table())[0]["skip_code"] == "unannotated"
+    assert trees_for_group([row], TreeSettings(), default_loss_table())[0]["skip_code"] == "unannotated"
     orphan = _rows_with_formula(msn_spectra())
-    assert trees_for_group(orphan, TreeSettings(), _params(), default_loss_table())[0]["skip_code"] == "msn_without_ms2"
+    assert trees_for_group(orphan, TreeSettings(), default_loss_table())[0]["skip_code"] == "msn_without_ms2"
+
+
+@pytest.mark.parametrize("field,value", [("max_peaks", 100), ("noise_level", 0.01), ("sigma_ratio", 3.0),
+                                         ("radical_penalty", -2.0), ("max_decomposition_candidates", 5000)])
+def test_every_tree_constant_is_in_the_features_settings_hash(field, value):
+    """Changing one scoring constant of the trees changes FeaturesSettings().settings_hash()."""
+    base = FeaturesSettings()
+    changed = FeaturesSettings(trees=TreeSettings(scoring=TreeParams(**{field: value})))
+    assert changed.settings_hash() != base.settings_hash(), f"trees.scoring.{field} must change the hash"
+
+
+def test_tree_settings_default_to_sixty_peaks_and_refuse_unknown_keys():
+    """The one max_peaks default is 60 (what the lake's trees used); unknown scoring keys are refused."""
+    assert TreeSettings().scoring.max_peaks == 60 == TreeParams().max_peaks
+    with pytest.raises(ValueError, match="extra"):
+        TreeSettings.model_validate({"scoring": {"max_peak": 10}})

@@ -5,8 +5,9 @@ from collections import Counter
 
 import pytest
 
-from speclake.pipelines.normalize.adduct import ELECTRON_MASS, Adduct, adduct_mz, formula_mass, parse_adduct
+from speclake.pipelines.normalize.adduct import Adduct, adduct_mz, parse_adduct
 from speclake.pipelines.normalize.errors import InvalidValueError, NormalizationError, UnknownAdductError
+from speclake.pipelines.normalize.masses import ELECTRON_MASS, formula_mass
 
 from .conftest import massbank_tag_values
 

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from speclake.pipelines.normalize.errors import NormalizationError
+from speclake.pipelines.normalize import peaks
 from speclake.pipelines.normalize.peaks import clean_peaks
 from speclake.pipelines.normalize.settings import NormalizeSettings
 
@@ -94,3 +97,83 @@ def test_large_list_is_fast_and_consistent():
     out = clean_peaks(mz, it, precursor_mz=900.0, ms_level=2, settings=S)
     assert np.all(np.diff(out.mz) > 1e-4)
     assert out.intensities.max() == 1.0 and out.mz.max() <= 900.05
+
+
+# --------------------------------------------------------------------------- the named steps
+
+def _peaks(mz, it):
+    return np.asarray(mz, dtype=np.float64), np.asarray(it, dtype=np.float64)
+
+
+def test_remove_invalid_mz_drops_nan_inf_and_optionally_non_positive():
+    """NaN/inf m/z always go; zero/negative m/z go unless positive=False."""
+    mz, it = _peaks([np.nan, np.inf, -1.0, 0.0, 50.0], [1.0, 2.0, 3.0, 4.0, 5.0])
+    assert peaks.remove_invalid_mz(mz, it)[1].tolist() == [5.0], "only 50.0 is a valid positive m/z"
+    assert peaks.remove_invalid_mz(mz, it, positive=False)[1].tolist() == [3.0, 4.0, 5.0], "finite m/z kept"
+
+
+def test_remove_invalid_intensities_drops_nan_inf_zero_negative():
+    """Only finite positive intensities stay."""
+    mz, it = _peaks([1.0, 2.0, 3.0, 4.0, 5.0], [np.nan, np.inf, 0.0, -2.0, 7.0])
+    assert peaks.remove_invalid_intensities(mz, it)[0].tolist() == [5.0]
+
+
+def test_sort_by_mz_is_stable_and_carries_intensities():
+    """Ascending m/z; equal m/z keep their input order."""
+    mz, it = peaks.sort_by_mz(*_peaks([3.0, 1.0, 3.0, 2.0], [30.0, 10.0, 31.0, 20.0]))
+    assert mz.tolist() == [1.0, 2.0, 3.0, 3.0] and it.tolist() == [10.0, 20.0, 30.0, 31.0]
+    assert peaks.is_sorted_by_mz(mz) and not peaks.is_sorted_by_mz(np.array([2.0, 1.0]))
+
+
+def test_merge_close_peaks_sums_intensity_at_weighted_mz():
+    """A run of neighbours within the tolerance becomes one peak; single and empty lists pass through."""
+    mz, it = peaks.merge_close_peaks(*_peaks([100.0, 100.00005, 120.0], [1.0, 3.0, 2.0]), 1e-4)
+    assert mz.tolist() == pytest.approx([100.0000375, 120.0], abs=1e-9) and it.tolist() == [4.0, 2.0]
+    empty = _peaks([], [])
+    assert peaks.merge_close_peaks(*empty, 1e-4)[0].size == 0, "empty list unchanged"
+
+
+def test_remove_peaks_above_keeps_the_limit_itself():
+    """m/z equal to the limit stays; above goes."""
+    assert peaks.remove_peaks_above(*_peaks([99.0, 100.0, 100.5], [1.0, 2.0, 3.0]), 100.0)[0].tolist() == [99.0, 100.0]
+
+
+def test_scale_to_max_and_select_by_intensity():
+    """Base peak becomes 1.0; a 1 % threshold on scaled intensities drops the 0.5 % peak; empty stays empty."""
+    mz, it = _peaks([1.0, 2.0, 3.0], [200.0, 1.0, 50.0])
+    scaled = peaks.scale_to_max(it)
+    assert scaled.tolist() == [1.0, 0.005, 0.25]
+    assert peaks.select_by_intensity(mz, scaled, 0.01)[0].tolist() == [1.0, 3.0]
+    assert peaks.scale_to_max(np.array([])).size == 0
+
+
+def test_select_top_peaks_most_intense_first_only_when_trimming():
+    """More than n peaks: the n most intense, most intense first (ties: earlier first); n or fewer: unchanged."""
+    mz, it = _peaks([1.0, 2.0, 3.0, 4.0], [5.0, 9.0, 5.0, 1.0])
+    top_mz, top_it = peaks.select_top_peaks(mz, it, 2)
+    assert top_mz.tolist() == [2.0, 1.0] and top_it.tolist() == [9.0, 5.0]
+    assert peaks.select_top_peaks(mz, it, 4)[0].tolist() == [1.0, 2.0, 3.0, 4.0], "nothing to trim"
+
+
+def test_is_unit_resolution():
+    """Peak lists with at most one decimal are nominal; 4-decimal lists and empty lists are not."""
+    assert peaks.is_unit_resolution(np.array([77.0, 105.1, 182.0]), 1)
+    assert not peaks.is_unit_resolution(np.array([77.0385, 105.1]), 1)
+    assert not peaks.is_unit_resolution(np.array([]), 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.floats(1.0, 1000.0), st.floats(0.001, 1e6)), min_size=1, max_size=60),
+       st.floats(50.0, 1000.0))
+def test_clean_peaks_output_invariants(pairs, precursor):
+    """Whatever goes in: m/z ascending, >1e-4 Da apart, <= precursor window, base peak exactly 1, notes explain."""
+    mz, it = [p[0] for p in pairs], [p[1] for p in pairs]
+    try:
+        out = clean_peaks(mz, it, precursor_mz=precursor, ms_level=2, settings=S)
+    except NormalizationError as exc:
+        assert exc.reason_code == "no_peaks" and min(mz) > precursor, "only all-above-precursor lists empty out"
+        return
+    assert np.all(np.diff(out.mz) > S.merge_tolerance_da), "sorted and merged"
+    assert out.mz.max() <= precursor + max(S.precursor_tolerance_da, precursor * S.precursor_tolerance_ppm * 1e-6)
+    assert out.intensities.max() == 1.0 and len(out.intensities_raw) == len(out)
+    assert (len(out) == len(mz)) or out.notes, "every dropped or merged peak is noted"
