@@ -29,7 +29,8 @@ from speclake.pipelines.features.formula import (
     singly_charged_adduct,
     tolerance_for_instrument,
 )
-from speclake.pipelines.features.fragtree import FragTree, Skipped, compute_tree, rank_precursor_formulas
+from speclake.pipelines.features.fragtree import FragTree, Skipped, compute_tree
+from speclake.pipelines.features.precursor_formula import rank_precursor_formulas
 from speclake.pipelines.features.loss_priors import default_loss_table
 
 DEFAULT_DATA = "/work/shared/data/massbank"

@@ -20,7 +20,8 @@ candidate maximising (best edge from the tree so far) + (what its own edges
 could add to lighter peaks beyond their current best); it is inserted if that
 sum is positive. Leaves with negative edge weight are pruned at the end.
 
-Ion formulas follow :mod:`.formula` (``C6H5+``); losses are neutral Hill formulas.
+Ion formulas follow :mod:`.formula` (``C6H5+``); losses are neutral Hill formulas. Formulas of an
+unknown precursor: :mod:`.precursor_formula`; MSn trees: :mod:`.msn`.
 """
 from __future__ import annotations
 
@@ -37,18 +38,9 @@ from speclake.pipelines.normalize import peaks as pk
 from speclake.pipelines.normalize.adduct import Adduct
 from speclake.pipelines.normalize.masses import ELECTRON_MASS
 
-from .decompose import (
-    DEFAULT_RULES,
-    FormulaRules,
-    TooManyCandidates,
-    decompose_mass,
-    formula_prior,
-    subformula_candidates,
-)
+from .decompose import subformula_candidates
 from .formula import (
-    ORGANIC_ALPHABET,
     MassTolerance,
-    adduct_delta,
     format_formula,
     ion_counts,
     ion_mz,
@@ -163,7 +155,7 @@ DEFAULT_PARAMS = TreeParams()
 
 # --------------------------------------------------------------------------- input checks
 
-def _as_table(loss_priors: Mapping[str, float] | LossPriorTable | None) -> LossPriorTable:
+def loss_table(loss_priors: Mapping[str, float] | LossPriorTable | None) -> LossPriorTable:
     if loss_priors is None:
         return default_loss_table()
     if isinstance(loss_priors, LossPriorTable):
@@ -171,7 +163,7 @@ def _as_table(loss_priors: Mapping[str, float] | LossPriorTable | None) -> LossP
     return compile_loss_priors(loss_priors)
 
 
-def _clean_peaks(mz: Sequence[float], intensities: Sequence[float]) -> tuple[np.ndarray, np.ndarray] | Skipped:
+def clean_tree_peaks(mz: Sequence[float], intensities: Sequence[float]) -> tuple[np.ndarray, np.ndarray] | Skipped:
     """Finite, positive peaks as float64 arrays (as ordered), or a Skipped for unusable peak lists."""
     try:
         m = np.asarray(mz, dtype=np.float64).ravel()
@@ -188,7 +180,7 @@ def _clean_peaks(mz: Sequence[float], intensities: Sequence[float]) -> tuple[np.
     return m, i
 
 
-def _resolve_tolerance(tolerance: MassTolerance | float | None, instrument_type: str | None) -> MassTolerance | Skipped:
+def resolve_tolerance(tolerance: MassTolerance | float | None, instrument_type: str | None) -> MassTolerance | Skipped:
     if isinstance(tolerance, MassTolerance):
         return tolerance
     if tolerance is not None:
@@ -201,7 +193,7 @@ def _resolve_tolerance(tolerance: MassTolerance | float | None, instrument_type:
     return tol
 
 
-def _resolve_adduct(adduct: str | Adduct | None) -> Adduct | Skipped:
+def resolve_adduct(adduct: str | Adduct | None) -> Adduct | Skipped:
     if not adduct:
         return Skipped("missing_adduct", "no adduct / precursor type")
     try:
@@ -267,7 +259,7 @@ def _greedy_colorful_tree(W: np.ndarray, group_start: np.ndarray, params: TreePa
         parent[drop] = -1
 
 
-def _solve(ion: np.ndarray, charge: int, mz: np.ndarray, inten: np.ndarray, tol: MassTolerance,
+def solve_tree(ion: np.ndarray, charge: int, mz: np.ndarray, inten: np.ndarray, tol: MassTolerance,
            table: LossPriorTable, params: TreeParams, neutral: str, adduct_name: str,
            precursor_mz: float | None, ms_level: int = 2) -> FragTree:
     """Fragmentation tree of one spectrum for a known precursor ion formula."""
@@ -349,13 +341,13 @@ def compute_tree(
     """
     if not formula:
         return Skipped("missing_formula", "no precursor formula")
-    add = _resolve_adduct(adduct)
+    add = resolve_adduct(adduct)
     if isinstance(add, Skipped):
         return add
-    tol = _resolve_tolerance(tolerance, instrument_type)
+    tol = resolve_tolerance(tolerance, instrument_type)
     if isinstance(tol, Skipped):
         return tol
-    peaks = _clean_peaks(mz, intensities)
+    peaks = clean_tree_peaks(mz, intensities)
     if isinstance(peaks, Skipped):
         return peaks
     try:
@@ -375,174 +367,5 @@ def compute_tree(
             return Skipped("precursor_mismatch",
                            f"precursor m/z {precursor_mz:.4f} vs {theo:.4f} for {formula} {add.name}")
     neutral = format_formula(counts) if not fcharge else format_formula(counts, fcharge)
-    return _solve(ion, add.charge, peaks[0], peaks[1], tol, _as_table(loss_priors), params, neutral, add.name,
+    return solve_tree(ion, add.charge, peaks[0], peaks[1], tol, loss_table(loss_priors), params, neutral, add.name,
                   precursor_mz)
-
-
-_FRAGMENT_RULES = FormulaRules(hc=(0.0, 4.0), max_ratio={}, min_carbon=0)
-
-
-def _fragment_compatibility(cands_ion: np.ndarray, charge: int, mz: np.ndarray, rel: np.ndarray, theo: float,
-                            tol: MassTolerance, params: TreeParams, n_peaks: int = 8) -> np.ndarray:
-    """Fast prefilter: summed intensity score of the top fragment peaks each candidate could explain."""
-    frag = np.nonzero(mz < theo - 1.5)[0]
-    frag = frag[np.argsort(-rel[frag], kind="stable")[:n_peaks]]
-    score = np.zeros(len(cands_ion))
-    cols = np.nonzero(cands_ion.any(axis=0))[0]
-    for p in frag:
-        try:
-            f, _ = decompose_mass(float(mz[p] + charge * ELECTRON_MASS), float(tol.da(mz[p])),
-                                  rules=_FRAGMENT_RULES, rdbe_parity="any", min_rdbe=-0.5, max_grid=200_000)
-        except TooManyCandidates:
-            continue
-        if not len(f):
-            continue
-        f = f[:, cols]
-        ok = np.all(f[None, :, :] <= cands_ion[:, None, cols], axis=2).any(axis=1)
-        score += ok * max(math.log(rel[p] / params.noise_level), params.intensity_floor)
-    return score
-
-
-def rank_precursor_formulas(
-    precursor_mz: float | None,
-    adduct: str | Adduct | None,
-    mz: Sequence[float],
-    intensities: Sequence[float],
-    ppm: MassTolerance | float | None = None,
-    *,
-    instrument_type: str | None = None,
-    top_k: int = 50,
-    alphabet: tuple[str, ...] = ORGANIC_ALPHABET,
-    rules: FormulaRules = DEFAULT_RULES,
-    loss_priors: Mapping[str, float] | LossPriorTable | None = None,
-    params: TreeParams = DEFAULT_PARAMS,
-) -> list[tuple[str, float]] | Skipped:
-    """Rank neutral precursor formulas of an unknown by tree score + formula prior + precursor mass error.
-
-    Candidates come from :func:`~.decompose.decompose_mass` of the neutral mass
-    (Golden-Rules filters, RDBE parity of the ion form); the ``top_k`` by a fast
-    prefilter (mass error, prior, fragment compatibility of the 8 most intense
-    peaks) get full trees. Returns [(formula, score)] best first, or a Skipped.
-    """
-    if precursor_mz is None or not isinstance(precursor_mz, (int, float)) or not math.isfinite(precursor_mz) \
-            or precursor_mz <= 0:
-        return Skipped("missing_precursor", f"precursor m/z {precursor_mz!r} is missing or not a number")
-    add = _resolve_adduct(adduct)
-    if isinstance(add, Skipped):
-        return add
-    tol = _resolve_tolerance(ppm, instrument_type)
-    if isinstance(tol, Skipped):
-        return tol
-    peaks = _clean_peaks(mz, intensities)
-    if isinstance(peaks, Skipped):
-        return peaks
-    mzs, inten = peaks
-    mass = add.neutral_mass(float(precursor_mz))
-    if mass > params.max_precursor_mass:
-        return Skipped("precursor_too_heavy", f"neutral mass {mass:.2f} Da > {params.max_precursor_mass:g} Da limit")
-    tol_da = float(tol.da(precursor_mz))
-    try:
-        if add.intrinsic:
-            cands, err = decompose_mass(mass, tol_da, alphabet, rules, rdbe_parity="any", min_rdbe=-0.5)
-        else:
-            cands, err = decompose_mass(mass, tol_da, alphabet, rules, rdbe_parity="integer", min_rdbe=0.0)
-    except TooManyCandidates as exc:
-        return Skipped("too_many_candidates", str(exc))
-    if len(cands) > params.max_decomposition_candidates:
-        return Skipped("too_many_candidates", f"{len(cands)} formulas within {tol_da * 1e3:.1f} mDa of {mass:.4f}")
-    ions = cands + adduct_delta(add)
-    ok = (ions >= 0).all(axis=1)
-    cands, err, ions = cands[ok], err[ok], ions[ok]
-    if not len(cands):
-        return Skipped("no_candidates", f"no formula within {tol_da * 1e3:.1f} mDa of neutral mass {mass:.4f}")
-    rel = inten / inten.max()
-    prior = formula_prior(cands)
-    mass_score = -0.5 * np.square(err / (tol_da / params.sigma_ratio))
-    pre = prior + mass_score + _fragment_compatibility(ions, add.charge, mzs, rel, float(precursor_mz), tol, params)
-    order = np.argsort(-pre, kind="stable")[:top_k]
-    table = _as_table(loss_priors)
-    ranked = []
-    for i in order:
-        tree = _solve(ions[i], add.charge, mzs, inten, tol, table, params, format_formula(cands[i]), add.name,
-                      float(precursor_mz))
-        ranked.append((format_formula(cands[i]), float(tree.score + prior[i] + mass_score[i])))
-    ranked.sort(key=lambda t: -t[1])
-    return ranked
-
-
-# --------------------------------------------------------------------------- MSn
-
-def _row_get(row: Mapping[str, Any], *keys: str) -> Any:
-    for k in keys:
-        if row.get(k) is not None:
-            return row[k]
-    return None
-
-
-def link_msn(
-    spectra_rows: Sequence[Mapping[str, Any]],
-    *,
-    tolerance: MassTolerance | float | None = None,
-    loss_priors: Mapping[str, float] | LossPriorTable | None = None,
-    params: TreeParams = DEFAULT_PARAMS,
-    chain_min_da: float = 0.02,
-) -> FragTree | Skipped:
-    """One tree from the MS2, MS3, MS4 ... spectra of one precursor of one compound.
-
-    Rows carry ``ms_level``, ``precursor_mz_chain`` (precursor of each stage:
-    [MS2 precursor, MS3 precursor, ...]), ``mz``, ``intensities``, ``formula``
-    (or ``formula_reported``), ``adduct``, optional ``precursor_mz`` and
-    ``instrument_type``. The MS2 tree is built first; each MSn spectrum's tree
-    is computed with the formula of the MS(n-1) node matching its last chain
-    m/z (within the tolerance, at least ``chain_min_da``) as precursor, and its
-    nodes hang under that node (``ms_level`` set). Stages whose precursor is no
-    tree node are logged and left out. Score sums all stages; explained
-    intensity is the MS2 one.
-    """
-    rows = sorted((r for r in spectra_rows if r.get("ms_level") is not None), key=lambda r: int(r["ms_level"]))
-    ms2 = [r for r in rows if int(r["ms_level"]) == 2]
-    if not ms2:
-        return Skipped("missing_ms2", "no MS2 spectrum among the rows")
-    base_row = max(ms2, key=lambda r: len(r.get("mz") or []))
-    tol = _resolve_tolerance(tolerance, base_row.get("instrument_type"))
-    if isinstance(tol, Skipped):
-        return tol
-    table = _as_table(loss_priors)
-    base = compute_tree(_row_get(base_row, "formula", "formula_reported"), base_row.get("adduct"),
-                        base_row.get("mz") or [], base_row.get("intensities") or [],
-                        precursor_mz=base_row.get("precursor_mz"), tolerance=tol, loss_priors=table, params=params)
-    if isinstance(base, Skipped):
-        return base
-    nodes, edges, score = list(base.nodes), list(base.edges), base.score
-    charge = 1 if base.ion_formula.endswith("+") else -1
-    for row in rows:
-        level = int(row["ms_level"])
-        if level < 3:
-            continue
-        chain = row.get("precursor_mz_chain") or []
-        if len(chain) < level - 1:
-            log.warning("link_msn: MS%d row has precursor chain %r; left out", level, chain)
-            continue
-        target = float(chain[level - 2])
-        allowed = max(float(tol.da(target)), chain_min_da)
-        cand = [(abs(n.mz - target), i) for i, n in enumerate(nodes) if n.ms_level == level - 1]
-        cand = [c for c in cand if c[0] <= allowed]
-        if not cand:
-            log.warning("link_msn: MS%d precursor %.4f matches no MS%d tree node; left out", level, target, level - 1)
-            continue
-        anchor = min(cand)[1]
-        peaks = _clean_peaks(row.get("mz") or [], row.get("intensities") or [])
-        if isinstance(peaks, Skipped):
-            log.warning("link_msn: MS%d spectrum skipped: %s", level, peaks.reason)
-            continue
-        ion, _ = parse_formula(nodes[anchor].formula)
-        sub = _solve(ion, charge, peaks[0], peaks[1], tol, table, params, base.precursor_formula, base.adduct,
-                     target, ms_level=level)
-        offset = len(nodes) - 1
-        remap = {0: anchor, **{i: i + offset for i in range(1, len(sub.nodes))}}
-        nodes.extend(sub.nodes[1:])
-        edges.extend(TreeEdge(remap[e.parent], remap[e.child], e.loss, e.score) for e in sub.edges)
-        score += sub.score
-    return FragTree(precursor_formula=base.precursor_formula, adduct=base.adduct, ion_formula=base.ion_formula,
-                    nodes=tuple(nodes), edges=tuple(edges), score=float(score),
-                    explained_intensity=base.explained_intensity, n_peaks=base.n_peaks)

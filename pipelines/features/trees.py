@@ -4,7 +4,7 @@ Spectra arrive grouped (``tree_group``): a spectrum alone, or all MS2/MS3/MS4
 spectra of one precursor of one compound (same InChIKey, adduct and first
 precursor m/z) when the group holds MSn spectra. In such a group the MS2
 spectrum with most peaks becomes the base of the MSn tree
-(:func:`.fragtree.link_msn`); other MS2 spectra get their own trees and the MSn
+(:func:`.msn.link_msn`); other MS2 spectra get their own trees and the MSn
 spectra are recorded as linked (skip code ``linked_into_msn_tree``).
 """
 from __future__ import annotations
@@ -106,7 +106,8 @@ def tree_for_spectrum(row: dict[str, Any], settings: TreeSettings, loss_table: A
 
 def trees_for_group(rows: list[dict[str, Any]], settings: TreeSettings, loss_table: Any) -> list[dict[str, Any]]:
     """Tree and skip rows of one group: a single spectrum, or the MS2..MSn spectra of one precursor."""
-    from .fragtree import Skipped, link_msn
+    from .fragtree import Skipped
+    from .msn import link_msn
 
     msn = [r for r in rows if (r.get("ms_level") or 0) >= 3]
     ms2 = [r for r in rows if r.get("ms_level") == 2]

@@ -9,7 +9,7 @@ check :func:`is_unit_resolution`. The cleaners built from them:
 - :func:`clean_peaks` (ingest): m/z stays float64, intensities become float32
   (scaled to a base peak of 1.0, and as recorded for the kept peaks); every change
   is described in ``CleanedPeaks.notes`` so the lake says what normalization did.
-- ``features.prepare.clean_peaks`` (feature jobs) and ``features.fragtree._clean_peaks``
+- ``features.prepare.clean_peaks`` (feature jobs) and ``features.fragtree.clean_tree_peaks``
   (trees) compose the same steps with their own thresholds.
 """
 from __future__ import annotations

@@ -15,9 +15,9 @@ from speclake.pipelines.features.fragtree import (
     FragTree,
     Skipped,
     compute_tree,
-    link_msn,
-    rank_precursor_formulas,
 )
+from speclake.pipelines.features.msn import link_msn
+from speclake.pipelines.features.precursor_formula import rank_precursor_formulas
 
 CAFFEINE_MZ = [110.0713, 138.0662, 195.0877]
 CAFFEINE_INT = [20.0, 100.0, 50.0]
