@@ -57,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     model = Arch5Embedder.resolve_model(str(args.lake), None)
     path = index_dir(args.workdir / "lake", "arch5")
     if args.reuse:
-        report = BuildReport(**{k: v for k, v in read_manifest(path)["report"].items()
-                                if k in BuildReport.__dataclass_fields__})
-        build_s = float(sum(report.seconds.values()))
+        saved = dict(read_manifest(path)["report"])
+        if isinstance(saved.get("seconds"), dict):  # an index built before reports had stage_seconds
+            saved["stage_seconds"] = saved.pop("seconds")
+        report = BuildReport(**{k: v for k, v in saved.items() if k in BuildReport.__dataclass_fields__})
+        build_s = report.seconds or float(sum(report.stage_seconds.values()))
     else:
         shutil.rmtree(args.workdir, ignore_errors=True)
         args.workdir.mkdir(parents=True)
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     split = load_model(args.lake, Path(model).name).split
     rows = [r for r in rows if assign_split(r["inchikey14"], split) == "test"][: args.queries]
     masses = [r["monoisotopic_mass"] for r in rows]
-    out: dict[str, object] = {"model": Path(model).name, "build": {"seconds": round(build_s, 1), "stages": report.seconds,
+    out: dict[str, object] = {"model": Path(model).name, "build": {"seconds": round(build_s, 1), "stages": report.stage_seconds,
                                                                  "structures": report.structures}}
     with StructureIndex.open(path) as ix:
         n = len(ix)
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         if (h["inchikey"] or "")[:14] == rows[h["query"]]["inchikey14"]:
             rank.setdefault(h["query"], h["rank"])
     found = np.array([rank.get(i, 10**9) for i in range(len(rows))])
-    embed_s = report.seconds.get("embed", float("nan"))
+    embed_s = report.stage_seconds.get("embed", float("nan"))
     out.update({
         "structures": n, "bytes_per_structure": round(bytes_total / n, 1),
         "structures_embedded_per_s_per_core": round(report.embedded_new / embed_s / args.num_cpus, 1) if embed_s else None,
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                 "latency_ms_p50", "latency_ms_p99", "batch_qps", "ann_used", "candidates_median",
                 "recall_at_k_vs_exact", "true_in_top1", "true_in_top20"):
         print(f"{key:<40}{out[key]!s:>20}")
-    print(f"{'build seconds':<40}{build_s:>20.1f}  {json.dumps(report.seconds)}")
+    print(f"{'build seconds':<40}{build_s:>20.1f}  {json.dumps(report.stage_seconds)}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2, default=str))
     return 0

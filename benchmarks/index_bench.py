@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         build_s = time.perf_counter() - t0
         ray.shutdown()
         results["build"] = {"seconds": round(build_s, 1), "ray_start_s": round(t_ray, 1),
-                            "stages": report.seconds, "records": report.records_read,
+                            "stages": report.stage_seconds, "records": report.records_read,
                             "structures": report.structures, "quarantined": report.quarantined,
                             "duplicates_merged": report.duplicates_merged, "shards": report.shards_built,
                             "structures_per_s_per_core": round(report.records_read / build_s / args.num_cpus, 1)}

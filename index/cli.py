@@ -100,8 +100,8 @@ def build_cmd(structures: tuple[Path, ...], more_structures: tuple[Path, ...], l
                 bar = bars[stage] = tqdm(total=total, desc="shards", unit="shard")
             bar.n = done
             bar.refresh()
-        else:
-            click.echo(f"  {stage}: done", err=True)
+        elif done == 0:
+            click.echo(f"  {stage} ...", err=True)
 
     try:
         report = build_index(sources, lake, name=name, settings=settings, add=add, repartition=repartition,
@@ -118,7 +118,7 @@ def build_cmd(structures: tuple[Path, ...], more_structures: tuple[Path, ...], l
     click.echo(f"  embedded (new)    {report.embedded_new:>12,}  ({report.embeddings_reused:,} reused)")
     click.echo(f"  shards            {report.shards_built:>12,} built, {report.shards_reused} reused")
     click.echo(f"  index bytes       {report.index_bytes:>12,}")
-    click.echo(f"  seconds           {json.dumps(report.seconds)}")
+    click.echo(f"  seconds           {report.seconds:>12,.1f}  {json.dumps(report.stage_seconds)}")
 
 
 @index_cli.command("publish")
@@ -127,7 +127,8 @@ def build_cmd(structures: tuple[Path, ...], more_structures: tuple[Path, ...], l
 def publish_cmd(lake: Path, name: str) -> None:
     """Make the current version of an index the rows of the lake tables index_structures / index_quarantine.
 
-    Builds do this themselves; this is for a build that found the lake busy.
+    Builds do this themselves (waiting for the lake's writer lock); this is for an index whose build was
+    interrupted before it, or whose lake tables were replaced since.
     """
     from speclake.index.build import publish_index_tables
     from speclake.index.search import IndexNotFound, read_manifest
@@ -139,7 +140,7 @@ def publish_cmd(lake: Path, name: str) -> None:
     except IndexNotFound as exc:
         raise click.ClickException(str(exc)) from None
     if not publish_index_tables(lake, name, root / manifest["version_dir"]):
-        raise click.ClickException(f"{lake} is not a speclake lake, or another job is writing to it")
+        raise click.ClickException(f"{lake} is not a speclake lake")
     click.echo(f"index {name} ({manifest['version_dir']}) published to index_structures / index_quarantine")
 
 

@@ -6,8 +6,11 @@ from typing import Any, Callable
 
 import pyarrow as pa
 
+from speclake.index.sources import RAW_RECORDS
+
 log = logging.getLogger(__name__)
 
+#: The columns standardization adds (null for a record it could not standardize).
 STANDARDIZED = pa.schema(
     [
         pa.field("inchikey", pa.string()),
@@ -15,6 +18,19 @@ STANDARDIZED = pa.schema(
         pa.field("smiles", pa.string()),
         pa.field("formula", pa.string()),
         pa.field("monoisotopic_mass", pa.float64()),
+    ]
+)
+
+#: Why a record is not standardized (null when it is), last in every standardized record.
+REASON_COLUMNS = ("reason_code", "reason", "raw_excerpt")
+
+#: What :func:`standardize_batch` (and so :class:`StandardizeActor`) emits: the raw record columns
+#: without the mol block, the :data:`STANDARDIZED` columns, then :data:`REASON_COLUMNS`.
+STANDARDIZED_RECORDS = pa.schema(
+    [
+        *(f for f in RAW_RECORDS if f.name not in ("molblock", *REASON_COLUMNS)),
+        *STANDARDIZED,
+        *(RAW_RECORDS.field(name) for name in REASON_COLUMNS),
     ]
 )
 
@@ -49,7 +65,7 @@ def standardize_record(smiles: str | None, inchi: str | None, molblock: str | No
 
 
 def standardize_batch(batch: pa.Table) -> pa.Table:
-    """Ray Data UDF: raw records in, the same rows plus standardized columns out.
+    """Ray Data UDF: :data:`~speclake.index.sources.RAW_RECORDS` in, :data:`STANDARDIZED_RECORDS` out (same rows).
 
     Records already marked unreadable keep their reason; others that fail get one here.
     """
@@ -73,7 +89,7 @@ def standardize_batch(batch: pa.Table) -> pa.Table:
                 excerpts[i] = (block or smi or inchi or "")[:300]
         for name in STANDARDIZED.names:
             cols[name].append(out.get(name))
-    result = batch.drop_columns(["molblock", "reason_code", "reason", "raw_excerpt"])
+    result = batch.drop_columns(["molblock", *REASON_COLUMNS])
     for field in STANDARDIZED:
         result = result.append_column(field, pa.array(cols[field.name], type=field.type))
     result = result.append_column("reason_code", pa.array(codes, pa.string()))

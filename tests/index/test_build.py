@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from speclake.index.build import build_index
+from speclake.index.build import BuildError, build_index
 from speclake.index.search import StructureIndex
 from speclake.index.settings import IndexSettings
 from tests.index.conftest import read_smiles
@@ -98,6 +99,9 @@ def check_manifest(idx: Path, count: int) -> None:
         assert s["index_type"] in {"flat", "binary_hnsw"}
     with pytest.raises(ValueError):
         IndexSettings.model_validate({**manifest["settings"], "typo": 1})
+    report = manifest["report"]
+    assert report["kind"] == "index" and isinstance(report["seconds"], float) and report["seconds"] > 0
+    assert set(report["stage_seconds"]) == {"standardize", "dedupe", "embed", "plan", "shards", "catalog"}
 
 
 def test_builds_publish_lake_tables_per_index(ray_local, tmp_path: Path, shipped_smiles: Path) -> None:
@@ -132,3 +136,55 @@ def test_builds_publish_lake_tables_per_index(ray_local, tmp_path: Path, shipped
     res = CliRunner().invoke(index_cli, ["publish", "--lake", str(lake), "--name", "second"])
     assert res.exit_code == 0 and "published" in res.output, res.output
     assert counts("index_structures")["second"] == first.structures
+
+
+@pytest.mark.parametrize("in_lake", [True, False], ids=["lake", "plain-folder"])
+def test_concurrent_build_of_one_index_refused(ray_local, tmp_path: Path, shipped_smiles: Path, in_lake: bool) -> None:
+    """While a build of an index runs, a second build of the same index is refused with BuildError (in a lake
+    the lake's writer lock stays free meanwhile); a finished build in a lake leaves a run record of kind 'index'."""
+    from speclake.lake.catalog import Lake
+
+    lake = tmp_path / "lake"
+    if in_lake:
+        Lake(lake, create=True)
+    src = write_smiles(tmp_path / "a.smi", read_smiles(shipped_smiles, 20))
+    started, release = threading.Event(), threading.Event()
+    outcome: dict[str, object] = {}
+
+    def hold(stage: str, done: int, total: int | None) -> None:
+        if stage == "standardize" and done == 0:
+            started.set()
+            release.wait(60)
+
+    def first() -> None:
+        try:
+            outcome["report"] = build_index([src], lake, settings=SMALL, progress=hold)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert started.wait(60), "the first build did not start"
+        with pytest.raises(BuildError, match="another build of index 'fingerprint' is running"):
+            build_index([src], lake, settings=SMALL)
+        if in_lake:
+            with Lake(lake).lock():  # other lake writers are not blocked by an index build
+                pass
+    finally:
+        release.set()
+        thread.join(120)
+    assert "error" not in outcome, outcome.get("error")
+    report = outcome["report"]
+    assert report.structures == 20
+    runs = sorted((lake / "_catalog" / "runs").glob("*.json")) if in_lake else []
+    if in_lake:
+        assert [p.stem for p in runs] == [report.run_id], "one run record: the refused build left none"
+        record = json.loads(runs[0].read_text())
+        assert (record["kind"], record["status"]) == ("index", "ok")
+        assert record["settings"] == SMALL.model_dump(mode="json")
+        assert record["report"]["structures"] == 20 and record["report"]["seconds"] > 0
+        assert set(record["report"]["table_versions"]) == {"index_structures", "index_quarantine"}
+        assert "lake_tables" in record["report"]["stage_seconds"]
+    else:
+        assert not (lake / "_catalog").exists(), "a plain folder is not made a lake"

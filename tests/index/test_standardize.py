@@ -5,7 +5,7 @@ import pyarrow as pa
 from rdkit import Chem
 
 from speclake.index.sources import RAW_RECORDS
-from speclake.index.standardize import standardize_batch
+from speclake.index.standardize import STANDARDIZED_RECORDS, standardize_batch
 from speclake.pipelines.normalize.structure import standardize_structure
 
 
@@ -48,3 +48,9 @@ def test_unreadable_record_keeps_read_reason() -> None:
     """A record already marked by the reader keeps its reason and is not standardized."""
     out = standardize_batch(raw(reason_code=["missing_smiles"], reason=["no SMILES"])).to_pylist()[0]
     assert (out["reason_code"], out["reason"], out["inchikey"]) == ("missing_smiles", "no SMILES", None)
+
+
+def test_output_schema_is_declared() -> None:
+    """standardize_batch emits exactly STANDARDIZED_RECORDS (the schema the index build reads), good rows and bad."""
+    out = standardize_batch(raw(smiles_in=["CCO", "C1CC("]))
+    assert out.schema.equals(STANDARDIZED_RECORDS), out.schema
