@@ -66,26 +66,31 @@ def group_max(values: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
 
 
 def _centroid_one(mz: np.ndarray, intensities: np.ndarray, distance: float) -> tuple[np.ndarray, np.ndarray]:
-    """Merge peaks within ``distance`` of a more intense one (Flash ``centroid_spectrum``), until none are left."""
-    mz, it = mz.copy(), intensities.copy()
-    while len(mz) > 1 and np.min(np.diff(mz)) < distance:
-        new_mz, new_it = [], []
-        for idx in np.argsort(it, kind="stable")[::-1]:
+    """Merge peaks within ``distance`` of a more intense one (Flash ``centroid_spectrum``), until none are left.
+
+    Plain Python lists: spectra are short, and numpy's per-call cost dominates on slices of a few peaks.
+    """
+    m, it = mz.tolist(), intensities.tolist()
+    while len(m) > 1 and min(b - a for a, b in zip(m, m[1:])) < distance:
+        merged: list[tuple[float, float]] = []
+        n = len(m)
+        for idx in sorted(range(n), key=it.__getitem__, reverse=True):
             if it[idx] <= 0:
                 continue
+            centre = m[idx]
             left = idx
-            while left > 0 and mz[idx] - mz[left - 1] <= distance:
+            while left > 0 and centre - m[left - 1] <= distance:
                 left -= 1
             right = idx + 1
-            while right < len(mz) and mz[right] - mz[idx] <= distance:
+            while right < n and m[right] - centre <= distance:
                 right += 1
-            total = float(it[left:right].sum())
-            new_mz.append(float((it[left:right] * mz[left:right]).sum()) / total)
-            new_it.append(total)
-            it[left:right] = 0.0
-        order = np.argsort(new_mz, kind="stable")
-        mz, it = np.asarray(new_mz)[order], np.asarray(new_it)[order]
-    return mz, it
+            total = sum(it[left:right])
+            merged.append((sum(a * b for a, b in zip(m[left:right], it[left:right])) / total, total))
+            for k in range(left, right):
+                it[k] = 0.0
+        merged.sort()
+        m, it = [x for x, _ in merged], [y for _, y in merged]
+    return np.asarray(m, dtype=np.float64), np.asarray(it, dtype=np.float64)
 
 
 def clean_spectra(spectra: FlatSpectra, precursor_mz: np.ndarray, settings: LibrarySettings,

@@ -258,10 +258,11 @@ def _read_parts(lake: Lake, parts: list[str]) -> pa.Table:
     con = duckdb.connect()
     try:
         listed = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
-        return con.sql(
+        result = con.sql(
             f"SELECT spectrum_id, CAST(ionmode AS VARCHAR) AS ionmode, CAST(ms_level AS INTEGER) AS ms_level, "
             f"precursor_mz, mz, intensities FROM read_parquet({listed}, hive_partitioning=true, union_by_name=true)"
         ).arrow()
+        return result.read_all() if isinstance(result, pa.RecordBatchReader) else result
     finally:
         con.close()
 
