@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 LIBRARY_DIR = "_library"
 MANIFEST = "manifest.json"
-FORMAT = 1
+FORMAT = 2
 #: Reason code of spectra left out because they are not MS2.
 NOT_MS2 = "not_ms2"
 
@@ -159,7 +159,7 @@ class LibraryIndex:
                     smallest = sorted(segs, key=lambda e: e["spectra"])[: len(segs) - settings.max_segments + 1]
                     loaded = [new_segments[mode][1] if new_segments.get(mode, ("",))[0] == e["name"]
                               else Segment.load(root / e["name"]) for e in smallest]
-                    merged = Segment.merge(loaded)
+                    merged = Segment.merge(loaded, settings.min_peak_distance_da)
                     name = f"seg-{run.run_id}-{mode}-merged"
                     merged.save(run.staging / name)
                     drop = {e["name"] for e in smallest}
@@ -303,7 +303,7 @@ def _build_segments(table: pa.Table, settings: LibrarySettings) -> tuple[dict[st
     out: dict[str, Segment] = {}
     for mode in sorted(set(modes[usable].tolist())):
         rows = np.flatnonzero(usable & (modes == mode))
-        out[mode] = Segment.build(ids[rows], precursor[rows], cleaned.take(rows))
+        out[mode] = Segment.build(ids[rows], precursor[rows], cleaned.take(rows), settings.min_peak_distance_da)
     return out, _drop_zero(reasons)
 
 

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 _EPS = 1e-9
 #: Queries scored together (bounds the memory of one batch step).
 CHUNK = 256
+#: Cells of the boolean tables of one analogue chunk (queries x library peaks, query peaks x spectra).
+MARK_CELLS = 1 << 25
 MODES = ("identity", "analogue")
 
 
@@ -122,20 +124,37 @@ def _exact(qv: np.ndarray, rv: np.ndarray, tol: np.ndarray) -> np.ndarray:
     return (qv >= rv - tol) & (qv <= rv + tol)
 
 
+def _identity_pairs(seg: Segment, q: _Prepared, window: tuple[np.ndarray, np.ndarray], bin_width: float,
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(query peak, ion position) candidates of an identity search, read from the identity layout: in the
+    (at most two) m/z bins of each query peak's window, the peaks of the spectra in its precursor window."""
+    a, b = window
+    qa, qb = a[q.owner], b[q.owner]
+    n = max(len(seg), 1)
+    mz = q.spectra.mz
+    b_lo = np.floor((mz - q.tol - _EPS) / bin_width).astype(np.int64)
+    b_hi = np.floor((mz + q.tol + _EPS) / bin_width).astype(np.int64)
+    lo1 = np.searchsorted(seg.id_key, b_lo * n + qa, side="left")
+    hi1 = np.searchsorted(seg.id_key, b_lo * n + qb, side="left")
+    lo2 = np.searchsorted(seg.id_key, b_hi * n + qa, side="left")
+    hi2 = np.where(b_hi != b_lo, np.searchsorted(seg.id_key, b_hi * n + qb, side="left"), lo2)
+    qp1, k1 = _expand(lo1, hi1)
+    qp2, k2 = _expand(lo2, hi2)
+    return np.concatenate([qp1, qp2]), np.asarray(seg.id_ion[np.concatenate([k1, k2])], dtype=np.int64)
+
+
 def _segment_pairs(seg: Segment, q: _Prepared, mode: str, window: tuple[np.ndarray, np.ndarray] | None,
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                   bin_width: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Matched pairs of a chunk in one segment: (query, spectrum, gain, matched by m/z?)."""
-    qp, pos = _direct_pairs(seg, q)
+    if window is not None:  # identity: library spectra in the query's precursor window only
+        qp, pos = _identity_pairs(seg, q, window, bin_width)
+    else:
+        qp, pos = _direct_pairs(seg, q)
+    ok = _exact(q.spectra.mz[qp], seg.ion_mz[pos], q.tol[qp])
+    qp, pos = qp[ok], pos[ok]
     spec = np.asarray(seg.ion_spec[pos], dtype=np.int64)
     qown = q.owner[qp]
-    if window is not None:  # identity: library spectra in the query's precursor window only
-        a, b = window
-        ok = (spec >= a[qown]) & (spec < b[qown])
-        qp, pos, spec, qown = qp[ok], pos[ok], spec[ok], qown[ok]
-    ok = _exact(q.spectra.mz[qp], seg.ion_mz[pos], q.tol[qp])
-    qp, pos, spec, qown = qp[ok], pos[ok], spec[ok], qown[ok]
-    a_int, b_int = seg.ion_int[pos], q.half[qp]
-    gain = xlog2(a_int + b_int) - seg.ion_xlog[pos] - q.xlog[qp]
+    gain = xlog2(seg.ion_int[pos] + q.half[qp]) - seg.ion_xlog[pos] - q.xlog[qp]
     direct = np.ones(len(qp), dtype=bool)
     if mode == "identity":
         return qown, spec, gain, direct
@@ -150,9 +169,13 @@ def _segment_pairs(seg: Segment, q: _Prepared, mode: str, window: tuple[np.ndarr
     lspec = np.asarray(seg.ion_spec[ion], dtype=np.int64)
     lqown = q.owner[lqp]
     n_ion, n_spec = len(seg.ion_mz), len(seg)
-    used_ion = np.isin(lqown * n_ion + ion, qown * n_ion + pos)          # library peak matched by m/z
-    used_qpeak = np.isin(lqp * n_spec + lspec, qp * n_spec + spec)       # query peak matched by m/z there
-    keep = ~(used_ion | used_qpeak)
+    mark = np.zeros(len(q.precursor) * n_ion, dtype=bool)      # library peak matched by m/z (per query)
+    mark[qown * n_ion + pos] = True
+    used = mark[lqown * n_ion + ion]
+    mark = np.zeros(len(q.spectra.mz) * n_spec, dtype=bool)    # query peak matched by m/z in that spectrum
+    mark[qp * n_spec + spec] = True
+    used |= mark[lqp * n_spec + lspec]
+    keep = ~used
     lqp, ion, lspec, lqown = lqp[keep], ion[keep], lspec[keep], lqown[keep]
     lgain = xlog2(seg.ion_int[ion] + q.half[lqp]) - seg.ion_xlog[ion] - q.xlog[lqp]
     return (np.concatenate([qown, lqown]), np.concatenate([spec, lspec]), np.concatenate([gain, lgain]),
@@ -254,8 +277,12 @@ def search_batch(index: "LibraryIndex", queries: Iterable[Query | tuple], *, ion
         names = list(index.segments) if mode_name in (None, "unknown") and mode_name not in index.segments \
             else [mode_name]
         segs = [(name, seg) for name in names for seg in index.segments.get(name, [])]
-        for start in range(0, len(members), CHUNK):
-            chunk = members[start:start + CHUNK]
+        size = CHUNK
+        if mode == "analogue" and segs:  # bounds the per-chunk mark tables of the loss matching
+            widest = max(max(s.n_peaks, 32 * len(s)) for _, s in segs)
+            size = max(1, min(CHUNK, MARK_CELLS // max(widest, 1)))
+        for start in range(0, len(members), size):
+            chunk = members[start:start + size]
             _search_chunk(index, [qs[i] for i in chunk], chunk, segs, out, mode=mode, tolerance_da=tolerance_da,
                           tolerance_ppm=tolerance_ppm, precursor_ppm=precursor_ppm,
                           precursor_tolerance_da=precursor_tolerance_da, top_k=top_k, rescore=rescore,
@@ -280,7 +307,7 @@ def _search_chunk(index: "LibraryIndex", queries: list[Query], numbers: list[int
         if mode == "identity":
             window = (np.searchsorted(seg.precursor, q.precursor - ptol, side="left"),
                       np.searchsorted(seg.precursor, q.precursor + ptol, side="right"))
-        qown, spec, gain, direct = _segment_pairs(seg, q, mode, window)
+        qown, spec, gain, direct = _segment_pairs(seg, q, mode, window, index.settings.min_peak_distance_da)
         keys.append(qown * n_total + (int(base) + spec))
         gains.append(gain)
         directs.append(direct)
@@ -288,6 +315,19 @@ def _search_chunk(index: "LibraryIndex", queries: list[Query], numbers: list[int
     if not len(key):
         return
     gain, direct = np.concatenate(gains), np.concatenate(directs)
+    space = len(queries) * n_total
+    if len(key) * 4 > space:
+        # dense: one accumulator cell per (query, library spectrum); each query's top k by argpartition,
+        # the other columns summed over the pairs of those cells only
+        dense = np.bincount(key, weights=gain, minlength=space).reshape(len(queries), n_total)
+        kk = min(top_k, n_total)
+        cols = np.argpartition(-dense, kk - 1, axis=1)[:, :kk]
+        cells = (np.arange(len(queries))[:, None] * n_total + cols).ravel()
+        cells = np.sort(cells[dense.ravel()[cells] > 0])
+        mark = np.zeros(space, dtype=bool)
+        mark[cells] = True
+        sel = mark[key]
+        key, gain, direct = key[sel], gain[sel], direct[sel]
     uniq, inv = np.unique(key, return_inverse=True)
     score = np.bincount(inv, weights=gain, minlength=len(uniq))
     ent = np.bincount(inv, weights=np.where(direct, gain, 0.0), minlength=len(uniq))

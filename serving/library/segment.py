@@ -13,6 +13,10 @@ Arrays (one ``.npy`` file each, memory-mapped when opened)::
     ion_spec     (p,)   int32 spectrum of each indexed peak
     nl_mass      (p,)   float64 neutral loss (precursor - m/z) of every peak, sorted
     nl_ion       (p,)   int64 position of each loss's peak in the ion_* arrays
+    id_key       (p,)   int64 ``floor(m/z / bin_width) * n + spectrum``, sorted: the identity layout, where
+                        the peaks of one m/z bin are ordered by spectrum, i.e. by precursor m/z, so an
+                        identity search reads only the peaks of its precursor window (two bins per peak)
+    id_ion       (p,)   int64 position of each id_key's peak in the ion_* arrays
 
 A matched pair of weighted intensities a, b (each halved) adds ``(a+b) log2(a+b) - a log2 a - b log2 b``
 to the entropy similarity, which equals Li et al.'s ``((A+B) ln(A+B) - A ln A - B ln B) / ln 4``.
@@ -28,7 +32,7 @@ import numpy as np
 from speclake.serving.library.clean import FlatSpectra, entropy_weighted, offsets_of
 
 ARRAYS = ("ids", "precursor", "offsets", "peak_mz", "peak_int", "ion_mz", "ion_int", "ion_xlog", "ion_spec",
-          "nl_mass", "nl_ion")
+          "nl_mass", "nl_ion", "id_key", "id_ion")
 
 
 def xlog2(x: np.ndarray) -> np.ndarray:
@@ -54,6 +58,8 @@ class Segment:
     ion_spec: np.ndarray
     nl_mass: np.ndarray
     nl_ion: np.ndarray
+    id_key: np.ndarray
+    id_ion: np.ndarray
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -67,8 +73,9 @@ class Segment:
         return FlatSpectra(np.asarray(self.offsets), np.asarray(self.peak_mz), np.asarray(self.peak_int))
 
     @staticmethod
-    def build(ids: np.ndarray, precursor: np.ndarray, spectra: FlatSpectra) -> "Segment":
-        """A segment of cleaned spectra (any order: they are sorted by precursor m/z here)."""
+    def build(ids: np.ndarray, precursor: np.ndarray, spectra: FlatSpectra, bin_width: float) -> "Segment":
+        """A segment of cleaned spectra (any order: they are sorted by precursor m/z here); ``bin_width``:
+        m/z bin of the identity layout (the settings' ``min_peak_distance_da``)."""
         if not (len(ids) == len(precursor) == len(spectra)):
             raise ValueError(f"{len(ids)} ids, {len(precursor)} precursors and {len(spectra)} spectra differ in number")
         order = np.argsort(np.asarray(precursor, dtype=np.float64), kind="stable")
@@ -83,21 +90,24 @@ class Segment:
         loss = precursor[owner] - spectra.mz
         lorder = np.argsort(loss, kind="stable")
         ion_int = half[iorder]
+        ion_mz, ion_spec = spectra.mz[iorder], owner[iorder]
+        key = np.floor(ion_mz / bin_width).astype(np.int64) * max(len(ids), 1) + ion_spec
+        korder = np.argsort(key, kind="stable")
         return Segment(
             ids=ids, precursor=precursor, offsets=spectra.offsets.astype(np.int64), peak_mz=spectra.mz.astype(np.float64),
             peak_int=spectra.intensities.astype(np.float64), ion_mz=spectra.mz[iorder], ion_int=ion_int,
             ion_xlog=xlog2(ion_int), ion_spec=owner[iorder].astype(np.int32), nl_mass=loss[lorder],
-            nl_ion=inv[lorder].astype(np.int64),
+            nl_ion=inv[lorder].astype(np.int64), id_key=key[korder], id_ion=korder.astype(np.int64),
         )
 
     @staticmethod
-    def merge(segments: list["Segment"]) -> "Segment":
+    def merge(segments: list["Segment"], bin_width: float) -> "Segment":
         """One segment holding every spectrum of ``segments`` (the arrays are rebuilt from their peaks)."""
         counts = np.concatenate([np.diff(s.offsets) for s in segments])
         spectra = FlatSpectra(offsets_of(counts), np.concatenate([np.asarray(s.peak_mz) for s in segments]),
                               np.concatenate([np.asarray(s.peak_int) for s in segments]))
         return Segment.build(np.concatenate([np.asarray(s.ids) for s in segments]),
-                             np.concatenate([np.asarray(s.precursor) for s in segments]), spectra)
+                             np.concatenate([np.asarray(s.precursor) for s in segments]), spectra, bin_width)
 
     def save(self, folder: Path) -> None:
         """Write every array to ``folder`` (which must not exist yet: segments are immutable)."""

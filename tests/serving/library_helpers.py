@@ -33,7 +33,8 @@ def index_of(mzs: list[np.ndarray], its: list[np.ndarray], precursor: np.ndarray
     flat = FlatSpectra(offsets_of(np.array([len(m) for m in mzs])), np.concatenate(mzs), np.concatenate(its))
     cleaned, why = clean_spectra(flat, precursor, settings)
     ok = np.flatnonzero(why == "")
-    segs = [Segment.build(np.array([f"s{i}" for i in part]), precursor[part], cleaned.take(part))
+    segs = [Segment.build(np.array([f"s{i}" for i in part]), precursor[part], cleaned.take(part),
+                         settings.min_peak_distance_da)
             for part in np.array_split(ok, segments)]
     return LibraryIndex(None, {"settings": settings.model_dump(mode="json")}, {"positive": segs})  # type: ignore[arg-type]
 
