@@ -5,6 +5,10 @@
 Parquet under ``<lake>/models/_examples/<key>/`` (keyed by the table versions and settings, so a
 changed lake gives a new cache and a stale one is never reused) and streams it into a Ray Data
 dataset. The driver only ever holds structure-level data (the split of each InChIKey-14).
+
+:func:`require_inputs` counts the training examples that have the inputs an architecture needs
+and refuses, naming the command that makes them, when there are none; :func:`negative_pool`
+holds arch5's hard negatives.
 """
 from __future__ import annotations
 
@@ -14,12 +18,15 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from speclake.lake import sql
 from speclake.lake.catalog import Lake
+from speclake.lake.run import RunError
 from speclake.training.encoding import DescriptorSettings, DescriptorSpace
 from speclake.training.split import SPLITS, SplitSettings, assign_split
 
@@ -171,3 +178,84 @@ def train_structure_rows(examples: Examples) -> list[dict]:
 def fit_descriptor_space(examples: Examples, settings: DescriptorSettings = DescriptorSettings()) -> DescriptorSpace:
     """The descriptors a model predicts, chosen on training structures only."""
     return DescriptorSpace.fit(train_structure_rows(examples), settings)
+
+
+
+def negative_pool(examples: Examples, lake_dir: str | Path, k: int = 8) -> dict[str, Any]:
+    """arch5 hard negatives: training-split lake compounds, and per training structure the pool entries
+    of the same formula (isobaric), topped up with the nearest by monoisotopic mass."""
+    con = sql.connect(lake_dir, threads=2)
+    try:
+        rows = con.execute("SELECT inchikey14, any_value(smiles), any_value(formula), any_value(monoisotopic_mass) "
+                           "FROM compounds WHERE inchikey14 IS NOT NULL GROUP BY 1 ORDER BY 1").fetchall()
+    finally:
+        con.close()
+    rows = [r for r in rows if len(r[0]) == 14 and assign_split(r[0], examples.split) == "train"]
+    keys = [r[0] for r in rows]
+    masses = np.asarray([r[3] if r[3] is not None else np.inf for r in rows], np.float64)
+    by_formula: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_formula.setdefault(r[2] or "", []).append(i)
+    order = np.argsort(masses, kind="stable")
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    negatives: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        same = [j for j in by_formula[rows[i][2] or ""] if j != i][:k]
+        window = order[max(0, rank[i] - k): rank[i] + k + 1]  # the 2k nearest in mass, from the sorted order
+        near = sorted((j for j in window if j != i and j not in same and np.isfinite(masses[j])),
+                      key=lambda j: abs(masses[j] - masses[i]))
+        negatives[key] = [int(j) for j in same] + [int(j) for j in near[: max(0, k - len(same))]]
+    return {"inchikey14": keys, "smiles": [r[1] for r in rows], "negatives": negatives}
+
+#: Per model input (:data:`speclake.training.models.ARCH_INPUTS`): what it is, the lake table it comes
+#: from, the command that writes that table, and the SQL condition of an example that has it.
+INPUT_SOURCES: dict[str, tuple[str, str, str, str]] = {
+    "descriptors": ("structure descriptors", "descriptors", "speclake features --lake {lake}", "morgan_on IS NOT NULL"),
+    "features": ("spectrum feature blocks", "spectrum_features", "speclake features --lake {lake}",
+                 "(" + " OR ".join(f"{b} IS NOT NULL" for b in FEATURE_BLOCKS) + ")"),
+    "structures": ("structures (SMILES)", "compounds", "speclake ingest FILES --lake {lake}", "smiles IS NOT NULL"),
+}
+
+
+class MissingInputError(RunError, ValueError):
+    """The lake lacks an input an architecture needs (the message names the command that makes it)."""
+
+
+def count_with_inputs(examples: Examples, inputs: Sequence[str], split: str = "train") -> dict[str, int]:
+    """Examples of ``split`` that have each input, and (key ``all``) those having every per-example one
+    (descriptors, structures; a spectrum without feature rows reads its blocks as zeros)."""
+    import duckdb
+
+    conds = {i: INPUT_SOURCES[i][3] for i in inputs}
+    every = " AND ".join(c for i, c in conds.items() if i != "features") or "TRUE"
+    cols = ", ".join(f"count(*) FILTER (WHERE {c})" for c in [*conds.values(), every])
+    con = duckdb.connect()
+    try:
+        row = con.execute(f"SELECT {cols} FROM read_parquet('{examples.path}/*.parquet') WHERE split = ?",
+                          [split]).fetchone()
+    finally:
+        con.close()
+    return {**dict(zip(conds, map(int, row))), "all": int(row[-1])}
+
+
+def require_inputs(lake_dir: str | Path, examples: Examples, arch: str) -> int:
+    """Training examples that ``arch`` can learn from; a :class:`MissingInputError` naming the missing
+    input and the command that makes it when there are none."""
+    from speclake.training.models import ARCH_INPUTS
+
+    lake = Lake(lake_dir)
+    inputs = ARCH_INPUTS[arch]
+    counts = count_with_inputs(examples, inputs)
+    for name in inputs:
+        what, table, command, _ = INPUT_SOURCES[name]
+        command = command.format(lake=lake.root)
+        if lake.current(table) is None:
+            raise MissingInputError(f"{arch} needs {what}: the lake {lake.root} has no `{table}` table; "
+                                    f"run `{command}`")
+        if counts[name] == 0:
+            raise MissingInputError(f"{arch} needs {what}: none of the {examples.counts['train']} training spectra "
+                                    f"has them in `{table}`; run `{command}` over these spectra")
+    if counts["all"] == 0:
+        raise MissingInputError(f"{arch}: no training spectrum has every input it needs ({', '.join(inputs)})")
+    return counts["all"]

@@ -70,6 +70,18 @@ def has_descriptors(batch: Batch) -> np.ndarray:
     return np.array([v is not None for v in batch["morgan_on"]], bool)
 
 
+def has_inputs(batch: Batch, inputs: Sequence[str]) -> np.ndarray:
+    """Bool mask of examples that have every per-example input of ``inputs`` (``descriptors``: a
+    ``descriptors`` row; ``structures``: a SMILES). Feature blocks are not required per example: a
+    spectrum without feature rows reads them as zeros."""
+    keep = np.ones(batch_size(batch), bool)
+    if "descriptors" in inputs:
+        keep &= has_descriptors(batch)
+    if "structures" in inputs:
+        keep &= np.array([bool(s) for s in batch["smiles"]], bool)
+    return keep
+
+
 def tanimoto_matrix(on_bits: Sequence[Sequence[int] | None]) -> np.ndarray:
     """(n, n) Tanimoto similarity of fingerprints given as on-bit lists (empty or missing: 0)."""
     n = len(on_bits)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from speclake.training.encoding import DescriptorSpace
-from speclake.training.inputs import (Batch, binned_csr, block_matrix, descriptor_targets, has_descriptors,
+from speclake.training.inputs import (Batch, binned_csr, block_matrix, descriptor_targets, has_inputs,
                                       sample_tanimoto_pairs, tanimoto_matrix)
 from speclake.training.models import ModelContext
 from speclake.training.models.arch4 import pair_loss
@@ -92,7 +92,7 @@ def step_loss(model: nn.Module, batch: Batch, state: StepState, device: torch.de
               ) -> tuple[torch.Tensor, int]:
     """Loss of one batch and the number of spectra it used (0: nothing usable in this batch)."""
     ctx = state.ctx
-    keep = has_descriptors(batch)
+    keep = has_inputs(batch, ctx.inputs)
     if not keep.any():
         return torch.zeros((), device=device), 0
     batch = _select(batch, keep)

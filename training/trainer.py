@@ -5,22 +5,28 @@ space and arch-specific context on training structures, runs a ``TorchTrainer`` 
 ``num_workers`` workers, CPU or GPU) with a checkpoint each epoch under ``<lake>/models/_ray/<id>``,
 stops early on validation loss, and registers the best weights in ``<lake>/models/<id>/``.
 An interrupted run resumes from its latest checkpoint when started again with ``resume=True``.
+
+A run is refused before it starts when no training spectrum has the inputs its architecture needs
+(:data:`~speclake.training.models.ARCH_INPUTS`, :func:`~speclake.training.data.require_inputs`), and
+a model whose run trained on no example is never registered.
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from speclake.training.data import Examples, load_examples
+from speclake.infra.ray import RaySettings, cluster_cpus, ray_session
+from speclake.lake.catalog import Lake
+from speclake.lake.run import Run, RunError, RunReport
+from speclake.training.data import Examples, load_examples, negative_pool, require_inputs
 from speclake.training.encoding import BinSettings, DescriptorSettings
 from speclake.training.models import ARCH_KIND, ModelContext, arch_settings, check_arch
 from speclake.training.split import SplitSettings
@@ -108,37 +114,6 @@ def build_context(examples: Examples, settings: RunSettings) -> ModelContext:
         if settings.arch == "arch2":
             ctx.groups = descriptor_groups(y, model["n_groups"])
     return ctx
-
-
-def negative_pool(examples: Examples, lake_dir: str | Path, k: int = 8) -> dict[str, Any]:
-    """arch5 hard negatives: training-split lake compounds, and per training structure the pool entries
-    of the same formula (isobaric), topped up with the nearest by monoisotopic mass."""
-    from speclake.lake import sql
-    from speclake.training.split import assign_split
-
-    con = sql.connect(lake_dir, threads=2)
-    try:
-        rows = con.execute("SELECT inchikey14, any_value(smiles), any_value(formula), any_value(monoisotopic_mass) "
-                           "FROM compounds WHERE inchikey14 IS NOT NULL GROUP BY 1 ORDER BY 1").fetchall()
-    finally:
-        con.close()
-    rows = [r for r in rows if len(r[0]) == 14 and assign_split(r[0], examples.split) == "train"]
-    keys = [r[0] for r in rows]
-    masses = np.asarray([r[3] if r[3] is not None else np.inf for r in rows], np.float64)
-    by_formula: dict[str, list[int]] = {}
-    for i, r in enumerate(rows):
-        by_formula.setdefault(r[2] or "", []).append(i)
-    order = np.argsort(masses, kind="stable")
-    rank = np.empty(len(order), np.int64)
-    rank[order] = np.arange(len(order))
-    negatives: dict[str, list[int]] = {}
-    for i, key in enumerate(keys):
-        same = [j for j in by_formula[rows[i][2] or ""] if j != i][:k]
-        window = order[max(0, rank[i] - k): rank[i] + k + 1]  # the 2k nearest in mass, from the sorted order
-        near = sorted((j for j in window if j != i and j not in same and np.isfinite(masses[j])),
-                      key=lambda j: abs(masses[j] - masses[i]))
-        negatives[key] = [int(j) for j in same] + [int(j) for j in near[: max(0, k - len(same))]]
-    return {"inchikey14": keys, "smiles": [r[1] for r in rows], "negatives": negatives}
 
 
 # -- the training loop (runs in each Ray Train worker, or in a Ray Tune trial) --------------------
@@ -319,23 +294,30 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 # -- driver ---------------------------------------------------------------------------------------
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Connect to ``address`` or start a local Ray unless one is running; True when this call started it."""
-    import ray
+@dataclass
+class TrainingReport(RunReport):
+    """The report of one training run (saved in its run record, ``_catalog/runs/<run>.json``)."""
 
-    if ray.is_initialized():
-        return False
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-    return True
+    model_id: str = ""
+    arch: str = ""
+    resumed: bool = False
+    examples: dict[str, int] = field(default_factory=dict)   # spectra per split
+    usable_train: int = 0                                    # training spectra with every input of the arch
+    epochs: int = 0
+    best_epoch: int = 0
+    best_val_loss: float | None = None
+    spectra_per_s: float | None = None
+    num_workers: int = 0
+    use_gpu: bool = False
+
+    def add_metrics(self, metrics: dict[str, Any]) -> None:
+        """Take the summary of a finished run (:func:`trained_metrics`)."""
+        self.epochs, self.best_epoch = int(metrics["epochs"]), int(metrics["best_epoch"])
+        self.best_val_loss, self.spectra_per_s = metrics["best_val_loss"], metrics["spectra_per_s"]
+        self.num_workers, self.use_gpu = metrics["num_workers"], metrics["use_gpu"]
 
 
 def ray_storage(lake_dir: str | Path) -> Path:
-    from speclake.lake.catalog import Lake
-
     path = Lake(lake_dir).root / "models" / "_ray"
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -359,74 +341,96 @@ def unfinished_run(lake_dir: str | Path, arch: str) -> str | None:
 def train_model(lake_dir: str | Path, settings: RunSettings, *, resume: bool = False, model_id: str | None = None,
                 ray_address: str | None = None, num_cpus: int | None = None,
                 progress: Callable[[dict], None] | None = None) -> TrainResult:
-    """Train one model under Ray Train and register it; see the module docstring."""
-    import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
+    """Train one model under Ray Train and register it; see the module docstring.
 
+    Refused (:class:`~speclake.training.data.MissingInputError`) when no training spectrum has the
+    inputs of ``settings.arch``; a run that saw no training example is not registered. ``progress``
+    gets each epoch's metrics. The run record (kind ``training``) holds a :class:`TrainingReport`;
+    the lake lock is not held while training.
+    """
     from speclake.training.registry import new_model_id, save_model
 
-    examples = load_examples(lake_dir, settings.split, settings.ms_level)
-    if examples.counts["train"] == 0:
-        raise ValueError(f"no training spectra in {lake_dir}")
-    if resume and model_id is None:
-        model_id = unfinished_run(lake_dir, settings.arch)
-        if model_id is None:
-            raise ValueError(f"nothing to resume: no unfinished {settings.arch} run under {ray_storage(lake_dir)}")
-    started = ensure_ray(ray_address, num_cpus)
-    try:
-        model_id = model_id or new_model_id(settings.arch)
-        storage = ray_storage(lake_dir)
-        run_dir = storage / model_id
-        ctx_path = run_dir / "context.json"
-        if resume and ctx_path.exists():
-            saved = json.loads(ctx_path.read_text())
-            ctx, settings = ModelContext.from_dict(saved["ctx"]), RunSettings.model_validate(
-                {**saved["settings"], "train": {**saved["settings"]["train"], **_resumable(settings.train)}})
-        else:
-            ctx = build_context(examples, settings)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            ctx_path.write_text(json.dumps({"ctx": ctx.to_dict(), "settings": settings.model_dump(mode="json")}))
-        pool = negative_pool(examples, lake_dir, ctx.settings.hard_negatives * 2) if settings.arch == "arch5" else {}
-        resume_ckpt = latest_checkpoint_dir(run_dir) if resume else None
-        config = {"ctx": ctx.to_dict(), "train": settings.train.model_dump(), "pool": pool,
-                  "has_validation": bool(examples.counts["validation"]),
-                  "resume_path": str(resume_ckpt) if resume_ckpt else None}
-        datasets = {"train": examples.dataset("train")}
-        if examples.counts["validation"]:
-            datasets["validation"] = examples.dataset("validation")
-        ts = fit_workers(settings.train, float(ray.cluster_resources().get("CPU", 0)))
-        trainer = TorchTrainer(
-            train_loop_per_worker, train_loop_config=config, datasets=datasets,
-            scaling_config=ray.train.ScalingConfig(num_workers=ts.num_workers, use_gpu=ts.use_gpu,
-                                                   resources_per_worker={"CPU": ts.cpus_per_worker}),
-            run_config=ray.train.RunConfig(name=model_id, storage_path=str(storage),
-                                           checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-                                           failure_config=ray.train.FailureConfig(max_failures=0)),
-        )
-        log.info("training %s (%s) on %d worker(s), %s spectra per split", model_id, settings.arch, ts.num_workers,
-                 examples.counts)
-        result = trainer.fit()
-        if result.checkpoint is None:
-            raise RuntimeError(f"run {model_id} ended without a checkpoint")
-        import torch
-
-        with result.checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
-    finally:
-        if started:
-            ray.shutdown()
-    history = state["history"]
-    best = state["best_model"] or state["model"]
-    metrics = {"history": history, "epochs": state["epoch"], "best_epoch": state["best_epoch"],
-               "best_val_loss": state["best_val"], "final_train_loss": history[-1]["train_loss"] if history else None,
-               "spectra_per_s": float(np.mean([h["spectra_per_s"] for h in history])) if history else None,
-               "num_workers": ts.num_workers, "use_gpu": ts.use_gpu}
-    if progress:
-        for h in history:
+    report = TrainingReport(arch=settings.arch, resumed=resume)
+    with Run(Lake(lake_dir), "training", settings, report, lock=None) as run:
+        with run.stage("examples"):
+            examples = load_examples(lake_dir, settings.split, settings.ms_level)
+            report.examples = dict(examples.counts)
+            if examples.counts["train"] == 0:
+                raise ValueError(f"no training spectra in {lake_dir}")
+            report.usable_train = require_inputs(lake_dir, examples, settings.arch)
+        if resume and model_id is None:
+            model_id = unfinished_run(lake_dir, settings.arch)
+            if model_id is None:
+                raise ValueError(f"nothing to resume: no unfinished {settings.arch} run under {ray_storage(lake_dir)}")
+        report.model_id = model_id = model_id or new_model_id(settings.arch)
+        with run.stage("training"), ray_session(RaySettings(), address=ray_address, num_cpus=num_cpus):
+            ctx, run.settings, state, ts = _fit(lake_dir, examples, settings, model_id, resume)
+        metrics = trained_metrics(model_id, state, ts)
+        report.add_metrics(metrics)
+        for h in metrics["history"] if progress else ():
             progress(h)
-    path = save_model(lake_dir, model_id, ctx, best, settings.model_dump(mode="json"), examples.split_record(), metrics)
+        with run.stage("register"):
+            path = save_model(lake_dir, model_id, ctx, state["best_model"] or state["model"],
+                              run.settings.model_dump(mode="json"), examples.split_record(), metrics)
     return TrainResult(model_id, path, metrics)
+
+
+def _fit(lake_dir: str | Path, examples: Examples, settings: RunSettings, model_id: str, resume: bool
+         ) -> tuple[ModelContext, RunSettings, dict[str, Any], TrainSettings]:
+    """The Ray Train run itself (Ray is running): context, trainer, the final checkpoint's state."""
+    import ray.train
+    import torch
+    from ray.train.torch import TorchTrainer
+
+    storage = ray_storage(lake_dir)
+    run_dir = storage / model_id
+    ctx_path = run_dir / "context.json"
+    if resume and ctx_path.exists():
+        saved = json.loads(ctx_path.read_text())
+        ctx, settings = ModelContext.from_dict(saved["ctx"]), RunSettings.model_validate(
+            {**saved["settings"], "train": {**saved["settings"]["train"], **_resumable(settings.train)}})
+    else:
+        ctx = build_context(examples, settings)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ctx_path.write_text(json.dumps({"ctx": ctx.to_dict(), "settings": settings.model_dump(mode="json")}))
+    pool = negative_pool(examples, lake_dir, ctx.settings.hard_negatives * 2) if settings.arch == "arch5" else {}
+    resume_ckpt = latest_checkpoint_dir(run_dir) if resume else None
+    config = {"ctx": ctx.to_dict(), "train": settings.train.model_dump(), "pool": pool,
+              "has_validation": bool(examples.counts["validation"]),
+              "resume_path": str(resume_ckpt) if resume_ckpt else None}
+    datasets = {"train": examples.dataset("train")}
+    if examples.counts["validation"]:
+        datasets["validation"] = examples.dataset("validation")
+    ts = fit_workers(settings.train, cluster_cpus())
+    trainer = TorchTrainer(
+        train_loop_per_worker, train_loop_config=config, datasets=datasets,
+        scaling_config=ray.train.ScalingConfig(num_workers=ts.num_workers, use_gpu=ts.use_gpu,
+                                               resources_per_worker={"CPU": ts.cpus_per_worker}),
+        run_config=ray.train.RunConfig(name=model_id, storage_path=str(storage),
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                                       failure_config=ray.train.FailureConfig(max_failures=0)),
+    )
+    log.info("training %s (%s) on %d worker(s), %s spectra per split", model_id, settings.arch, ts.num_workers,
+             examples.counts)
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"run {model_id} ended without a checkpoint")
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+    return ctx, settings, state, ts
+
+
+def trained_metrics(model_id: str, state: dict[str, Any], train: TrainSettings) -> dict[str, Any]:
+    """What a model records of its run, from the final checkpoint's state. A run with an epoch that
+    trained on no example raises :class:`~speclake.lake.run.RunError`: such a model is never registered."""
+    history = state["history"]
+    empty = [h["epoch"] for h in history if not h.get("n_train")]
+    if not history or empty:
+        raise RunError(f"run {model_id} trained on no example (epochs {empty or 'none'}): not registered")
+    return {"history": history, "epochs": state["epoch"], "best_epoch": state["best_epoch"],
+            "best_val_loss": state["best_val"], "final_train_loss": history[-1]["train_loss"],
+            "spectra_per_s": float(np.mean([h["spectra_per_s"] for h in history])),
+            "num_workers": train.num_workers, "use_gpu": train.use_gpu}
 
 
 #: Ray CPUs kept free of training workers so their Ray Data reads can be scheduled.

@@ -11,10 +11,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from speclake.training.data import load_examples
+from speclake.infra.ray import RaySettings, cluster_cpus, ray_session
+from speclake.training.data import load_examples, negative_pool, require_inputs
 from speclake.training.models import check_arch
-from speclake.training.trainer import (STATE_FILE, LoopIO, RunSettings, TrainResult, build_context, ensure_ray,
-                                       negative_pool, train_loop)
+from speclake.training.trainer import (STATE_FILE, LoopIO, RunSettings, TrainResult, build_context, train_loop,
+                                       trained_metrics)
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,6 @@ def tune_model(lake_dir: str | Path, base: RunSettings, *, trials: int = 20, max
                ray_address: str | None = None, num_cpus: int | None = None, cpus_per_trial: float = 1.0,
                seed: int = 0) -> tuple[TrainResult, dict[str, Any]]:
     """Search ``trials`` configurations of ``base.arch``; register and return the best model and a summary."""
-    import ray
     import torch
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -79,10 +79,10 @@ def tune_model(lake_dir: str | Path, base: RunSettings, *, trials: int = 20, max
     if trials < 1:
         raise ValueError("trials must be at least 1")
     examples = load_examples(lake_dir, base.split, base.ms_level)
+    require_inputs(lake_dir, examples, base.arch)
     base = base.model_copy(update={"train": base.train.model_copy(update={"epochs": max_epochs})})
     base_dict = base.model_dump(mode="json")
-    started = ensure_ray(ray_address, num_cpus)
-    try:
+    with ray_session(RaySettings(), address=ray_address, num_cpus=num_cpus):
         pool = negative_pool(examples, lake_dir) if base.arch == "arch5" else {}
         datasets = {"train": examples.dataset("train")}
         if examples.counts["validation"]:
@@ -91,7 +91,7 @@ def tune_model(lake_dir: str | Path, base: RunSettings, *, trials: int = 20, max
             tune.with_parameters(_trainable, base=base_dict, examples=examples, pool=pool, datasets=datasets),
             {"cpu": cpus_per_trial, "gpu": 1 if base.train.use_gpu else 0})
         name = new_model_id(base.arch)
-        free = float(ray.cluster_resources().get("CPU", 1)) - DATA_CPUS  # Ray Data reads need CPUs beyond the trials'
+        free = cluster_cpus() - DATA_CPUS  # Ray Data reads need CPUs beyond the trials'
         concurrent = max(1, int(free // cpus_per_trial))
         tuner = tune.Tuner(
             trainable,
@@ -113,18 +113,11 @@ def tune_model(lake_dir: str | Path, base: RunSettings, *, trials: int = 20, max
         trials_out = [{"config": r.config, "best_val_loss": (r.metrics or {}).get("best_val_loss"),
                        "epochs": (r.metrics or {}).get("epoch"), "error": str(r.error) if r.error else None}
                       for r in grid]
-    finally:
-        if started:
-            ray.shutdown()
     best_settings = RunSettings.model_validate({
         **base_dict, "model": model_values(base.arch, best.config["model"], base_dict.get("model")),
         "train": {**base_dict["train"], **best.config["train"], "num_workers": 1}})
     ctx = build_context(examples, best_settings)
-    history = state["history"]
-    metrics = {"history": history, "epochs": state["epoch"], "best_epoch": state["best_epoch"],
-               "best_val_loss": state["best_val"],
-               "spectra_per_s": sum(h["spectra_per_s"] for h in history) / max(len(history), 1),
-               "num_workers": 1, "use_gpu": base.train.use_gpu}
+    metrics = trained_metrics(name, state, best_settings.train)
     summary = {"tune_run": name, "trials": trials_out, "best_config": best.config, "max_epochs": max_epochs,
                "scheduler": "ASHA", "search": "Optuna"}
     path = save_model(lake_dir, name, ctx, state["best_model"] or state["model"],

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -54,3 +55,23 @@ def trained(sample_feature_lake, ray_session):
         return cache[arch]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def ingest_only_lake(sample_feature_lake, tmp_path_factory):
+    """A copy of the sample lake as `speclake ingest` left it: only the table versions of the ingest run
+    (no ``descriptors``, no ``spectrum_features``, no models), so no second ingest is needed."""
+    from speclake.lake.catalog import Lake
+
+    src, _ = sample_feature_lake
+    dst = tmp_path_factory.mktemp("ingest-only") / "lake"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("_staging", "models", "reports"))
+    lake = Lake(dst)
+    ingest_run = lake.current("spectra").run_id
+    catalog = lake._read_catalog()
+    for entry in catalog["tables"].values():
+        entry["versions"] = [v for v in entry["versions"] if v["run_id"] == ingest_run]
+    catalog["tables"] = {name: entry for name, entry in catalog["tables"].items() if entry["versions"]}
+    lake._write_catalog(catalog)
+    lake.vacuum()
+    return dst

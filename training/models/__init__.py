@@ -35,6 +35,14 @@ ARCH_KIND: dict[str, Kind] = {
     "arch4": "siamese", "arch5": "joint",
 }
 
+#: Lake inputs each architecture trains on: ``descriptors`` (structure descriptors from ``speclake
+#: features``: the targets of arch1-arch3, the Tanimoto targets of arch4), ``features`` (per-spectrum
+#: feature blocks, arch3) and ``structures`` (the SMILES of ``compounds``, arch5's graph encoder).
+ARCH_INPUTS: dict[str, tuple[str, ...]] = {
+    "arch1": ("descriptors",), "arch2": ("descriptors",), "arch2-flat": ("descriptors",),
+    "arch3": ("descriptors", "features"), "arch4": ("descriptors",), "arch5": ("structures",),
+}
+
 
 def check_arch(arch: str) -> str:
     if arch not in ARCH_SETTINGS:
@@ -62,6 +70,10 @@ class ModelContext:
     @property
     def kind(self) -> Kind:
         return ARCH_KIND[self.arch]
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return ARCH_INPUTS[self.arch]
 
     @property
     def settings(self) -> BaseModel:
