@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from .encoding import BinSettings, bin_spectrum
+from .eval_report import save_figure
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +196,4 @@ def plot_attribution(expl: Explanation, path: str | os.PathLike[str]) -> Path:
     ax.set_ylim(0, max(1.05, float(np.max(expl.intensities, initial=0)) * 1.1))
     ax.set_title(f"{expl.spectrum_id}: {expl.descriptor} p={expl.probability:.3f} ({expl.model_id})", fontsize=9)
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)

@@ -131,6 +131,25 @@ def test_model_metrics_in_the_lake_and_plot(run, lake):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_run_record_holds_the_evaluation_report(run, lake):
+    """The run (kind evaluation) saved its report: candidate counts, methods, plot, the model_metrics version."""
+    from speclake.lake.catalog import Lake
+    from speclake.training.evaluate import run_record
+
+    run_id = run.column("evaluation_run_id")[0].as_py()
+    record = run_record(lake, run_id)
+    report = record["report"]
+    assert record["kind"] == "evaluation" and record["status"] == "ok"
+    assert record["settings"]["candidate_modes"] == ["formula", "mass"]
+    assert report["run_id"] == run_id and report["rows"] == run.num_rows
+    assert {"formula:test", "mass:test", "formula:validation"} <= set(report["candidates"])
+    assert {"reference:prior", "classical:logreg", "oracle", "fp-joint"} <= set(report["methods"])
+    assert report["plot"].endswith(f"evaluation-{run_id}.png")
+    version = Lake(lake).versions("model_metrics")[report["model_metrics_version"] - 1]
+    assert version.run_id == run_id and version.settings["candidates"] == report["candidates"]
+    assert {"examples", "methods", "queries", "scoring", "write"} <= set(report["stage_seconds"])
+
+
 def test_cli_evaluate_without_neural_models(run, lake, tmp_path):
     """No models registered in this lake: evaluate still compares baselines and references (and via the CLI)."""
     import json
@@ -203,12 +222,12 @@ def test_evaluate_and_explain_a_registered_model(lake, trained, tmp_path):
 def test_structure_rows_in_a_pool_equal_the_serial_rows(monkeypatch) -> None:
     """Long candidate lists are described in worker processes; the rows (and their order) are the serial ones."""
     from speclake.pipelines.features.descriptors import DescriptorSettings
-    from speclake.training import evaluate as E
+    from speclake.training import eval_data
     from tests.conftest import REPO
 
     smiles = [line.split()[0] for line in open(REPO / "tests" / "data" / "zinc_moses_400.smi")][:60] + ["not a smiles"]
-    serial = E.structure_rows(smiles, DescriptorSettings(), processes=1)
-    monkeypatch.setattr(E, "PARALLEL_STRUCTURES", 10)
-    pooled = E.structure_rows(smiles, DescriptorSettings(), processes=2)
+    serial = structure_rows(smiles, DescriptorSettings(), processes=1)
+    monkeypatch.setattr(eval_data, "PARALLEL_STRUCTURES", 10)
+    pooled = structure_rows(smiles, DescriptorSettings(), processes=2)
     assert pooled == serial and serial[-1] == {"morgan_on": [], "maccs_on": [], "substructure_on": []}
     assert all(r["morgan_on"] for r in serial[:-1])
