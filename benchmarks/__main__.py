@@ -8,6 +8,7 @@ Each benchmark prints its own table. NAME is one of:
     index      sharded FAISS index vs flat FAISS and RDKit BulkTanimotoSimilarity at 2.5M structures
     training   every architecture trained under Ray Train, then the evaluate comparison table
     embed      arch5 structure index: embedding throughput, bytes per structure, spectrum-query latency
+    library    library search queries/s: speclake's fragment index vs Flash entropy search and matchms
 
 Without NAME all of them run in this order (hours on 2 cores; see README "Benchmarks").
 Arguments after ``--`` go to every named benchmark, e.g. ``python -m benchmarks index -- --limit 20000``.
@@ -25,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "index": "benchmarks.index_bench",
     "training": "benchmarks.training_bench",
     "embed": "benchmarks.embed_bench",
+    "library": "benchmarks.library_bench",
 }
 
 
