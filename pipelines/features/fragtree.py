@@ -193,6 +193,22 @@ def resolve_tolerance(tolerance: MassTolerance | float | None, instrument_type: 
     return tol
 
 
+def resolve_inputs(adduct: str | Adduct | None, tolerance: MassTolerance | float | None, instrument_type: str | None,
+                   mz: Sequence[float], intensities: Sequence[float],
+                   ) -> tuple[Adduct, MassTolerance, tuple[np.ndarray, np.ndarray]] | Skipped:
+    """Adduct, mass tolerance and cleaned peaks of a tree's input, or the first reason it is unusable."""
+    add = resolve_adduct(adduct)
+    if isinstance(add, Skipped):
+        return add
+    tol = resolve_tolerance(tolerance, instrument_type)
+    if isinstance(tol, Skipped):
+        return tol
+    peaks = clean_tree_peaks(mz, intensities)
+    if isinstance(peaks, Skipped):
+        return peaks
+    return add, tol, peaks
+
+
 def resolve_adduct(adduct: str | Adduct | None) -> Adduct | Skipped:
     if not adduct:
         return Skipped("missing_adduct", "no adduct / precursor type")
@@ -341,15 +357,10 @@ def compute_tree(
     """
     if not formula:
         return Skipped("missing_formula", "no precursor formula")
-    add = resolve_adduct(adduct)
-    if isinstance(add, Skipped):
-        return add
-    tol = resolve_tolerance(tolerance, instrument_type)
-    if isinstance(tol, Skipped):
-        return tol
-    peaks = clean_tree_peaks(mz, intensities)
-    if isinstance(peaks, Skipped):
-        return peaks
+    inputs = resolve_inputs(adduct, tolerance, instrument_type, mz, intensities)
+    if isinstance(inputs, Skipped):
+        return inputs
+    add, tol, peaks = inputs
     try:
         counts, fcharge = parse_formula(formula)
         ion = counts if (add.intrinsic and fcharge) else ion_counts(add, counts)

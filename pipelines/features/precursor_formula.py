@@ -16,8 +16,7 @@ from speclake.pipelines.normalize.masses import ELECTRON_MASS
 
 from .decompose import DEFAULT_RULES, FormulaRules, TooManyCandidates, decompose_mass, formula_prior
 from .formula import ORGANIC_ALPHABET, MassTolerance, adduct_delta, format_formula
-from .fragtree import (DEFAULT_PARAMS, Skipped, TreeParams, clean_tree_peaks, loss_table, resolve_adduct,
-                       resolve_tolerance, solve_tree)
+from .fragtree import DEFAULT_PARAMS, Skipped, TreeParams, loss_table, resolve_inputs, solve_tree
 from .loss_priors import LossPriorTable
 
 
@@ -69,16 +68,10 @@ def rank_precursor_formulas(
     if precursor_mz is None or not isinstance(precursor_mz, (int, float)) or not math.isfinite(precursor_mz) \
             or precursor_mz <= 0:
         return Skipped("missing_precursor", f"precursor m/z {precursor_mz!r} is missing or not a number")
-    add = resolve_adduct(adduct)
-    if isinstance(add, Skipped):
-        return add
-    tol = resolve_tolerance(ppm, instrument_type)
-    if isinstance(tol, Skipped):
-        return tol
-    peaks = clean_tree_peaks(mz, intensities)
-    if isinstance(peaks, Skipped):
-        return peaks
-    mzs, inten = peaks
+    inputs = resolve_inputs(adduct, ppm, instrument_type, mz, intensities)
+    if isinstance(inputs, Skipped):
+        return inputs
+    add, tol, (mzs, inten) = inputs
     mass = add.neutral_mass(float(precursor_mz))
     if mass > params.max_precursor_mass:
         return Skipped("precursor_too_heavy", f"neutral mass {mass:.2f} Da > {params.max_precursor_mass:g} Da limit")

@@ -139,13 +139,18 @@ def _window(sorted_values: np.ndarray, centers: np.ndarray, tolerance: float) ->
     """(query index, sorted-array index) of every sorted value within tolerance (+eps) of a center."""
     lo = np.searchsorted(sorted_values, centers - tolerance - _EPS, side="left")
     hi = np.searchsorted(sorted_values, centers + tolerance + _EPS, side="right")
+    return expand_ranges(lo, hi)
+
+
+def expand_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, position) for every position in ``[lo[row], hi[row])``, vectorised (inverted-index lookups)."""
     counts = hi - lo
     total = int(counts.sum())
     if total == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    q = np.repeat(np.arange(len(centers), dtype=np.int64), counts)
+    rows = np.repeat(np.arange(len(lo), dtype=np.int64), counts)
     starts = np.repeat(lo - (np.cumsum(counts) - counts), counts)
-    return q, starts + np.arange(total, dtype=np.int64)
+    return rows, starts + np.arange(total, dtype=np.int64)
 
 
 @dataclass(frozen=True)

@@ -68,17 +68,6 @@ class Hit:
         return dict(self.__dict__)
 
 
-def _expand(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(row, position) for every position in [lo[row], hi[row])."""
-    counts = hi - lo
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    rows = np.repeat(np.arange(len(lo), dtype=np.int64), counts)
-    starts = np.repeat(lo - (np.cumsum(counts) - counts), counts)
-    return rows, starts + np.arange(total, dtype=np.int64)
-
-
 @dataclass(frozen=True)
 class _Prepared:
     """Cleaned queries of one chunk, flat."""
@@ -116,7 +105,7 @@ def _direct_pairs(seg: Segment, q: _Prepared) -> tuple[np.ndarray, np.ndarray]:
     mz = q.spectra.mz
     lo = np.searchsorted(seg.ion_mz, mz - q.tol - _EPS, side="left")
     hi = np.searchsorted(seg.ion_mz, mz + q.tol + _EPS, side="right")
-    qp, pos = _expand(lo, hi)
+    qp, pos = sim.expand_ranges(lo, hi)
     return qp, pos
 
 
@@ -138,8 +127,8 @@ def _identity_pairs(seg: Segment, q: _Prepared, window: tuple[np.ndarray, np.nda
     hi1 = np.searchsorted(seg.id_key, b_lo * n + qb, side="left")
     lo2 = np.searchsorted(seg.id_key, b_hi * n + qa, side="left")
     hi2 = np.where(b_hi != b_lo, np.searchsorted(seg.id_key, b_hi * n + qb, side="left"), lo2)
-    qp1, k1 = _expand(lo1, hi1)
-    qp2, k2 = _expand(lo2, hi2)
+    qp1, k1 = sim.expand_ranges(lo1, hi1)
+    qp2, k2 = sim.expand_ranges(lo2, hi2)
     return np.concatenate([qp1, qp2]), np.asarray(seg.id_ion[np.concatenate([k1, k2])], dtype=np.int64)
 
 
@@ -162,7 +151,7 @@ def _segment_pairs(seg: Segment, q: _Prepared, mode: str, window: tuple[np.ndarr
     loss = q.precursor[q.owner] - q.spectra.mz
     lo = np.searchsorted(seg.nl_mass, loss - q.tol - _EPS, side="left")
     hi = np.searchsorted(seg.nl_mass, loss + q.tol + _EPS, side="right")
-    lqp, lpos = _expand(lo, hi)
+    lqp, lpos = sim.expand_ranges(lo, hi)
     ok = _exact(loss[lqp], seg.nl_mass[lpos], q.tol[lqp])
     lqp, lpos = lqp[ok], lpos[ok]
     ion = np.asarray(seg.nl_ion[lpos], dtype=np.int64)
@@ -228,7 +217,7 @@ def _rescore(q: _Prepared, segs: list[tuple[str, Segment]], bases: np.ndarray, q
         base = qitem * _STRIDE + centers
         lo = np.searchsorted(key, base - tolerance - _KEY_EPS, side="left")
         hi = np.searchsorted(key, base + tolerance + _KEY_EPS, side="right")
-        qi, lp = _expand(lo, hi)
+        qi, lp = sim.expand_ranges(lo, hi)
         ok = (item[lp] == qitem[qi]) & (centers[qi] >= lmz[lp] - tolerance) & (centers[qi] <= lmz[lp] + tolerance)
         if shifted:  # matchms: shifted pairs only where the precursors differ by more than the tolerance
             ok &= np.abs(shift[qitem[qi]]) > tolerance
