@@ -1,0 +1,222 @@
+"""Per-candidate evidence, one feature matrix per query (rows: candidates, columns: :data:`FEATURES`).
+
+* ``prior``: the library prior, a candidate's highest Tanimoto (Morgan) to the library's structures
+  (1.0 for a library structure). The library is the lake's spectra: *training split only* while a
+  ranker is fitted or evaluated (:meth:`LibraryReference.from_lake` with ``splits=("train",)``), every
+  lake structure when a study is annotated;
+* ``identity`` / ``analogue``: library analogue evidence as MS2Query does
+  (:func:`speclake.training.scoring.analogue_scores`): the score-weighted mean Tanimoto of the
+  candidate to the structures of the query's identity / analogue hits; ``identity_top`` /
+  ``analogue_top``: Tanimoto to the best hit's structure times that hit's score (hits of spectra
+  outside the library, e.g. other splits, are ignored);
+* ``tree_gap``: best tree score of the query minus the candidate's (formula, adduct) tree score
+  (:data:`TREE_GAP_CAP` without a tree), ``formula_top``: 1 for the best-ranked formula;
+* ``abs_ppm``: absolute precursor mass error; ``adduct_logprior``: log P(adduct | ion mode) from the lake.
+
+Candidate fingerprints are computed with RDKit once per distinct SMILES (:class:`FingerprintCache`,
+an LRU per process); library fingerprints come from the lake's ``descriptors`` (``morgan_on``) when
+present, else are computed from ``compounds``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from speclake.pipelines.features.descriptors import DescriptorSettings
+from speclake.training import metrics as M
+
+from .model import Candidate, Query
+
+log = logging.getLogger(__name__)
+
+FEATURES: tuple[str, ...] = ("prior", "identity", "identity_top", "analogue", "analogue_top", "tree_gap",
+                             "formula_top", "abs_ppm", "adduct_logprior")
+#: tree_gap of a candidate whose formula got no tree.
+TREE_GAP_CAP = 20.0
+#: Library search modes whose hits are evidence.
+HIT_MODES = ("identity", "analogue")
+
+
+class FingerprintCache:
+    """Packed Morgan fingerprints per SMILES (LRU; an unparsable SMILES gives an empty fingerprint)."""
+
+    def __init__(self, settings: DescriptorSettings = DescriptorSettings(), maxsize: int = 500_000) -> None:
+        self.settings = settings
+        self.maxsize = maxsize
+        self.words = (settings.morgan_bits + 63) // 64
+        self._d: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def _compute(self, smiles: str) -> np.ndarray:
+        from rdkit import Chem, RDLogger
+
+        from speclake.pipelines.features.descriptors import morgan_on_bits
+
+        RDLogger.DisableLog("rdApp.*")
+        mol = Chem.MolFromSmiles(smiles) if smiles else None
+        bits = morgan_on_bits(mol, self.settings.morgan_radius, self.settings.morgan_bits) if mol is not None else []
+        return M.pack_fingerprints([bits], self.settings.morgan_bits)[0]
+
+    def get(self, smiles: Sequence[str]) -> np.ndarray:
+        """(len(smiles), words) uint64 fingerprints."""
+        out = np.zeros((len(smiles), self.words), np.uint64)
+        for i, s in enumerate(smiles):
+            fp = self._d.get(s)
+            if fp is None:
+                fp = self._d[s] = self._compute(s)
+                if len(self._d) > self.maxsize:
+                    self._d.popitem(last=False)
+            else:
+                self._d.move_to_end(s)
+            out[i] = fp
+        return out
+
+
+@dataclass
+class LibraryReference:
+    """The library's structures: distinct InChIKey-14 with packed fingerprints, and each library
+    spectrum's structure (to read hits)."""
+
+    keys: list[str]                                  # distinct InChIKey-14
+    fps: np.ndarray                                  # (len(keys), words) uint64
+    spectrum_structure: dict[str, int]               # spectrum_id -> row of keys/fps
+    settings: DescriptorSettings = field(default_factory=DescriptorSettings)
+    splits: tuple[str, ...] | None = None            # the splits it holds (None: every lake structure)
+
+    def __post_init__(self) -> None:
+        self.key_row = {k: i for i, k in enumerate(self.keys)}
+
+    @classmethod
+    def from_lake(cls, lake: str | os.PathLike[str], *, splits: Sequence[str] | None = None,
+                  split_settings: Any = None) -> "LibraryReference":
+        """Structures of the lake's spectra; ``splits`` (e.g. ``("train",)``) keeps those of the named
+        splits only (:func:`speclake.training.split.assign_split`)."""
+        from speclake.lake import sql
+        from speclake.lake.catalog import Lake
+        from speclake.training.eval_data import fingerprint_settings
+        from speclake.training.split import SplitSettings, assign_split
+
+        lk = Lake(lake)
+        fp = fingerprint_settings(lk)
+        con = sql.connect(lake, threads=2)
+        try:
+            have_desc = lk.current("descriptors") is not None
+            q = ("SELECT s.spectrum_id, c.inchikey14, c.smiles, {d} FROM spectra s JOIN compounds c USING (inchikey) "
+                 "{j} WHERE c.inchikey14 IS NOT NULL")
+            sql_text = q.format(d="d.morgan_on" if have_desc else "NULL AS morgan_on",
+                                j="LEFT JOIN (SELECT inchikey, any_value(morgan_on) AS morgan_on FROM descriptors "
+                                  "GROUP BY inchikey) d USING (inchikey)" if have_desc else "")
+            rows = con.sql(sql_text).fetchall()
+        finally:
+            con.close()
+        ss = split_settings or SplitSettings()
+        keep = set(splits) if splits is not None else None
+        keys: dict[str, int] = {}
+        bits: list[Any] = []
+        smiles: list[str | None] = []
+        spec: dict[str, int] = {}
+        for sid, k14, smi, on in rows:
+            if len(k14) != 14 or (keep is not None and assign_split(k14, ss) not in keep):
+                continue
+            if k14 not in keys:
+                keys[k14] = len(keys)
+                bits.append(on)
+                smiles.append(smi)
+            elif bits[keys[k14]] is None and on is not None:
+                bits[keys[k14]] = on
+            spec[sid] = keys[k14]
+        cache = FingerprintCache(fp)
+        n_computed = sum(b is None for b in bits)
+        packed = M.pack_fingerprints([b if b is not None else [] for b in bits], fp.morgan_bits)
+        for i, b in enumerate(bits):
+            if b is None and smiles[i]:
+                packed[i] = cache.get([smiles[i]])[0]
+        if n_computed:
+            log.info("library reference: %d of %d structures fingerprinted here (no descriptors row)",
+                     n_computed, len(bits))
+        return cls(list(keys), packed, spec, fp, tuple(splits) if splits is not None else None)
+
+
+class EvidenceBuilder:
+    """Evidence matrices of candidate lists against one library reference (see the module doc)."""
+
+    def __init__(self, reference: LibraryReference, priors: Mapping[str, Mapping[str, float]], *,
+                 cache: FingerprintCache | None = None, prior_cache_size: int = 500_000) -> None:
+        self.reference = reference
+        self.priors = priors
+        self.fps = cache or FingerprintCache(reference.settings)
+        self._prior: OrderedDict[str, float] = OrderedDict()
+        self._prior_max = prior_cache_size
+
+    def prior(self, cands: Sequence[Candidate], fps: np.ndarray) -> np.ndarray:
+        """Library prior of each candidate (cached per InChIKey-14; 1.0 for a library structure)."""
+        out = np.zeros(len(cands))
+        todo = []
+        for i, c in enumerate(cands):
+            if c.inchikey14 in self.reference.key_row:
+                out[i] = 1.0
+            elif c.inchikey14 in self._prior:
+                out[i] = self._prior[c.inchikey14]
+            else:
+                todo.append(i)
+        if todo:
+            vals = M.max_tanimoto(fps[todo], self.reference.fps)
+            for i, v in zip(todo, vals):
+                out[i] = float(v)
+                self._prior[cands[i].inchikey14] = float(v)
+            while len(self._prior) > self._prior_max:
+                self._prior.popitem(last=False)
+        return out
+
+    def _hit_features(self, hits: Sequence[Any], fps: np.ndarray, query_id: str) -> tuple[np.ndarray, np.ndarray]:
+        rows, sims = [], []
+        for h in hits:
+            r = self.reference.spectrum_structure.get(h.spectrum_id)
+            if r is not None and h.spectrum_id != query_id and math.isfinite(h.score):
+                rows.append(r)
+                sims.append(float(h.score))
+        if not rows:
+            return np.zeros(len(fps)), np.zeros(len(fps))
+        tan = M.tanimoto_matrix(fps, self.reference.fps[rows]).astype(np.float64)
+        s = np.clip(np.asarray(sims), 0.0, None)
+        weighted = tan @ (s / s.sum()) if s.sum() > 0 else tan.mean(axis=1)
+        best = int(np.argmax(s))
+        return weighted, tan[:, best] * s[best]
+
+    def features(self, query: Query, cands: Sequence[Candidate],
+                 hits: Mapping[str, Sequence[Any]] | None = None) -> np.ndarray:
+        """(len(cands), len(FEATURES)) evidence of one query's candidates; ``hits``: mode -> that query's
+        library hits (``identity`` / ``analogue``, :class:`speclake.serving.library.Hit`), None for none."""
+        n = len(cands)
+        X = np.zeros((n, len(FEATURES)))
+        if n == 0:
+            return X
+        fps = self.fps.get([c.smiles for c in cands])
+        X[:, 0] = self.prior(cands, fps)
+        for j, mode in enumerate(HIT_MODES):
+            w, top = self._hit_features((hits or {}).get(mode) or (), fps, query.query_id)
+            X[:, 1 + 2 * j], X[:, 2 + 2 * j] = w, top
+        scores = np.array([np.nan if c.formula_score is None else c.formula_score for c in cands])
+        best = np.nanmax(scores) if np.isfinite(scores).any() else np.nan
+        X[:, 5] = np.where(np.isfinite(scores), np.clip(best - scores, 0.0, TREE_GAP_CAP), TREE_GAP_CAP)
+        X[:, 6] = [1.0 if c.formula_rank == 1 else 0.0 for c in cands]
+        X[:, 7] = [abs(c.mass_error_ppm) for c in cands]
+        mode = query.ionmode
+        X[:, 8] = [math.log(max(self.priors.get(mode if mode in self.priors else
+                                                 ("positive" if c.adduct.endswith("+") else "negative"), {})
+                                 .get(c.adduct, 0.0), 1e-6)) for c in cands]
+        return X
+
+    def matrices(self, queries: Sequence[Query], candidates: Sequence[Sequence[Candidate]],
+                 hits: Mapping[str, Sequence[Sequence[Any]]] | None = None) -> list[np.ndarray]:
+        """:meth:`features` of every query; ``hits``: mode -> per query list of hits."""
+        out = []
+        for i, (q, cands) in enumerate(zip(queries, candidates)):
+            qh = {m: h[i] for m, h in (hits or {}).items() if h is not None and i < len(h)}
+            out.append(self.features(q, cands, qh))
+        return out

@@ -1,0 +1,331 @@
+"""Rankers: registered, versioned scorers of candidate lists, with a calibrated rank-1 confidence.
+
+A fitted ranker lives in ``<lake>/models/rankers/<ranker_id>/``: ``settings.json`` (how it was made,
+with the split and the features), ``weights.json`` (:class:`.fusion.LinearFusion`),
+``calibration.json`` (:class:`.calibration.IsotonicCalibrator`), ``metrics.json`` (test hit@1/5/20
+overall and per novelty stratum beside the library prior, library+prior and random on the same
+candidates; calibration on validation and test) and ``training_structures.json`` (the InChIKey-14
+it was fitted on, all of the validation split).
+
+:func:`fit_ranker` fits the fusion on validation-split lake spectra only (blind queries: precursor
+m/z, ion mode and peaks; candidates from the structure index; library = training-split spectra),
+cross-fitted over 2 structure-disjoint folds so the calibration sees out-of-fold scores.
+
+:func:`load_ranker` gives the newest fitted ranker; on a lake without one, the **fallback**
+``library+prior``: z-scored library analogue evidence + 1.0 x library prior
+(:func:`speclake.training.scoring.combine_with_prior`). It is *uncalibrated*: its confidence is None.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from speclake.training.split import SplitSettings
+
+from .calibration import IsotonicCalibrator, calibration_report
+from .evidence import FEATURES, EvidenceBuilder, LibraryReference
+from .fusion import (LinearFusion, fit_listwise, hit_summary, lake_queries, library_hits, ranks_of_truth, softmax,
+                     truth_rows)
+from .model import Candidate, Query, Ranked
+
+log = logging.getLogger(__name__)
+
+RANKERS_DIR = Path("models") / "rankers"
+FALLBACK = "library+prior"
+Hits = Mapping[str, Sequence[Sequence[Any]]]
+
+
+class RankerSettings(BaseModel):
+    """How a ranker is fitted (saved as its settings.json)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index_name: str = "fingerprint"
+    ppm: float = Field(10.0, gt=0, description="precursor m/z tolerance of candidates and identity search")
+    max_formulas: int | None = Field(4, ge=0, description="(formula, adduct) pairs per query given a tree")
+    library_top_k: int = Field(10, ge=1)
+    split: SplitSettings = SplitSettings()
+    max_validation: int | None = Field(5000, ge=1)
+    max_test: int | None = Field(5000, ge=1)
+    l2: float = Field(1e-2, ge=0)
+    folds: int = Field(2, ge=2, description="structure-disjoint folds of validation for out-of-fold calibration")
+    n_bins: int = Field(10, ge=1)
+    seed: int = 0
+
+
+class Ranker:
+    """Scores candidate lists: ``rank(queries, candidates, hits) -> list[Ranked]``.
+
+    ``hits``: library search results, mode (``identity`` / ``analogue``) -> per query list of
+    :class:`speclake.serving.library.Hit`; None when there was no library search.
+    """
+
+    def __init__(self, name: str, evidence: EvidenceBuilder, fusion: LinearFusion | None = None,
+                 calibrator: IsotonicCalibrator | None = None, metrics: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.evidence = evidence
+        self.fusion = fusion
+        self.calibrator = calibrator
+        self.metrics = metrics or {}
+
+    @property
+    def calibrated(self) -> bool:
+        return self.calibrator is not None
+
+    def scores(self, X: np.ndarray) -> np.ndarray:
+        """Scores of one list's evidence matrix (the fusion, or the fallback's combination)."""
+        if len(X) == 0:
+            return np.zeros(0)
+        if self.fusion is not None:
+            return self.fusion.score(X)
+        return fallback_scores(X)
+
+    def rank(self, queries: Sequence[Query], candidates: Sequence[Sequence[Candidate]],
+             hits: Hits | None = None) -> list[Ranked]:
+        """Each query's candidates best first (ties by InChIKey-14), their evidence in ``Candidate.features``."""
+        out = []
+        for q, cands, X in zip(queries, candidates, self.evidence.matrices(queries, candidates, hits)):
+            s = self.scores(X)
+            order = sorted(range(len(cands)), key=lambda i: (-s[i], cands[i].inchikey14))
+            for i, c in enumerate(cands):
+                c.features.update(zip(FEATURES, X[i].tolist()))
+            conf = None
+            if self.calibrator is not None and len(cands):
+                conf = float(self.calibrator([softmax(s)[order[0]]])[0])
+            out.append(Ranked(q, [cands[i] for i in order], [float(s[i]) for i in order], self.name, conf))
+        return out
+
+
+def fallback_scores(X: np.ndarray) -> np.ndarray:
+    """library+prior: z-scored analogue evidence (identity + analogue hits) + 1.0 x prior."""
+    from speclake.training.scoring import combine_with_prior
+
+    f = {n: j for j, n in enumerate(FEATURES)}
+    return combine_with_prior(X[:, f["identity"]] + X[:, f["analogue"]], X[:, f["prior"]], 1.0)
+
+
+def prior_scores(X: np.ndarray) -> np.ndarray:
+    return X[:, FEATURES.index("prior")]
+
+
+# -- registry -----------------------------------------------------------------------------------------
+def rankers_root(lake: str | os.PathLike[str]) -> Path:
+    return Path(lake) / RANKERS_DIR
+
+
+def list_rankers(lake: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Fitted rankers of the lake, newest first: ranker_id, created, path and the test summary."""
+    root = rankers_root(lake)
+    out = []
+    for d in sorted(root.glob("*/settings.json")) if root.is_dir() else []:
+        info = json.loads(d.read_text())
+        m = d.parent / "metrics.json"
+        metrics = json.loads(m.read_text()) if m.is_file() else {}
+        out.append({"ranker_id": d.parent.name, "created": info.get("created"), "path": str(d.parent),
+                    "test": (metrics.get("test") or {}).get("methods", {}).get("fused", {}).get("all")})
+    return sorted(out, key=lambda r: (r["created"] or "", r["ranker_id"]), reverse=True)
+
+
+def _builder(lake: str | os.PathLike[str]) -> EvidenceBuilder:
+    from .precursor import adduct_priors
+
+    return EvidenceBuilder(LibraryReference.from_lake(lake), adduct_priors(lake))
+
+
+def load_ranker(lake: str | os.PathLike[str], method: str | None = None) -> Ranker:
+    """The ranker ``method`` (a ranker_id, or ``library+prior``); None: the newest fitted ranker, else the
+    uncalibrated ``library+prior`` fallback (logged). Evidence uses every lake structure as library."""
+    fitted = list_rankers(lake)
+    if method is None:
+        if not fitted:
+            log.warning("%s has no fitted ranker: using the uncalibrated %s fallback (no confidence); fit one "
+                        "with speclake.serving.annotate.rankers.fit_ranker", lake, FALLBACK)
+            return Ranker(FALLBACK, _builder(lake))
+        method = fitted[0]["ranker_id"]
+    if method == FALLBACK:
+        return Ranker(FALLBACK, _builder(lake))
+    d = rankers_root(lake) / method
+    if not (d / "settings.json").is_file():
+        names = [FALLBACK] + [r["ranker_id"] for r in fitted]
+        raise ValueError(f"unknown ranker {method!r}; choose from {', '.join(names)}")
+    fusion = LinearFusion.from_dict(json.loads((d / "weights.json").read_text()))
+    if tuple(fusion.features) != FEATURES:
+        raise ValueError(f"ranker {method} was fitted on features {fusion.features}, this code makes {FEATURES}; "
+                         f"fit it again")
+    cal = IsotonicCalibrator.from_dict(json.loads((d / "calibration.json").read_text()))
+    metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").is_file() else {}
+    return Ranker(method, _builder(lake), fusion, cal, metrics)
+
+
+# -- fitting ------------------------------------------------------------------------------------------
+def _prepare(lake: Any, split: str, settings: RankerSettings, source: Any, builder: EvidenceBuilder,
+             progress: Callable[[str], None] | None) -> dict[str, Any]:
+    """Queries of one split with candidates, hits, evidence and the truth's row."""
+    t0 = time.perf_counter()
+    cap = settings.max_validation if split == "validation" else settings.max_test
+    queries, truths = lake_queries(lake, split, settings.split, cap, settings.seed)
+    if progress:
+        progress(f"{split}: {len(queries)} queries")
+    hits = library_hits(lake, queries, top_k=settings.library_top_k, precursor_ppm=settings.ppm)
+    t1 = time.perf_counter()
+    cands = source.candidates(queries)
+    X = builder.matrices(queries, cands, hits)
+    t2 = time.perf_counter()
+    return {"queries": queries, "truths": truths, "cands": cands, "hits": hits, "X": X,
+            "truth": truth_rows(cands, truths), "seconds_library": t1 - t0, "seconds_candidates_evidence": t2 - t1}
+
+
+def _folds(keys: Sequence[str], k: int, seed: int) -> np.ndarray:
+    import hashlib
+
+    return np.array([int(hashlib.sha256(f"fold{seed}:{s}".encode()).hexdigest()[:8], 16) % k for s in keys])
+
+
+def _top_prob(model: LinearFusion, X: np.ndarray) -> float:
+    return float(softmax(model.score(X)).max()) if len(X) else float("nan")
+
+
+def _novelty(data: dict[str, Any], builder: EvidenceBuilder) -> np.ndarray:
+    """Per query: its true structure's highest Tanimoto to the library (training) structures."""
+    from speclake.training import metrics as M
+
+    fps = builder.fps.get([t["smiles"] or "" for t in data["truths"]])
+    return M.max_tanimoto(fps, builder.reference.fps).astype(np.float64)
+
+
+def _method_metrics(ranks: np.ndarray, novelty: np.ndarray) -> dict[str, Any]:
+    from speclake.training.metrics import novelty_labels, novelty_stratum
+
+    labels = np.array([novelty_stratum(t) for t in novelty])
+    out = {"all": hit_summary(ranks)}
+    for lab in novelty_labels():
+        idx = np.flatnonzero(labels == lab)
+        if len(idx):
+            out[lab] = hit_summary(ranks, idx)
+    return out
+
+
+def _random_metrics(data: dict[str, Any], novelty: np.ndarray) -> dict[str, Any]:
+    """Exact expected hit@k of a random order of the same lists (0 where the truth is not a candidate)."""
+    from speclake.training.metrics import novelty_labels, novelty_stratum
+
+    n = np.array([max(len(c), 1) for c in data["cands"]], np.float64)
+    present = np.array([t is not None for t in data["truth"]])
+    labels = np.array([novelty_stratum(t) for t in novelty])
+
+    def summary(idx: np.ndarray) -> dict[str, float]:
+        return {"n": int(len(idx)), **{f"hit{k}": float(np.mean(present[idx] * np.minimum(k, n[idx]) / n[idx]))
+                                       for k in (1, 5, 20)}}
+    out = {"all": summary(np.arange(len(n)))}
+    for lab in novelty_labels():
+        idx = np.flatnonzero(labels == lab)
+        if len(idx):
+            out[lab] = summary(idx)
+    return out
+
+
+def fit_ranker(lake: str | os.PathLike[str], settings: RankerSettings | None = None,
+               progress: Callable[[str], None] | None = None) -> tuple[str, dict[str, Any]]:
+    """Fit, calibrate, evaluate and register a fused ranker; returns (ranker_id, metrics)."""
+    from speclake.training.split import assign_split
+
+    from .candidates import CandidateSource
+    from .precursor import adduct_priors
+
+    settings = settings or RankerSettings()
+    t_start = time.perf_counter()
+    builder = EvidenceBuilder(LibraryReference.from_lake(lake, splits=("train",), split_settings=settings.split),
+                              adduct_priors(lake))
+    with CandidateSource.open(lake, settings.index_name, settings.ppm, max_formulas=settings.max_formulas) as source:
+        val = _prepare(lake, "validation", settings, source, builder, progress)
+        test = _prepare(lake, "test", settings, source, builder, progress)
+    keys = [t["inchikey14"] for t in val["truths"]]
+    wrong = sorted({k for k in keys if assign_split(k, settings.split) != "validation"})
+    if wrong or set(keys) & {t["inchikey14"] for t in test["truths"]}:
+        raise RuntimeError(f"fusion training data holds non-validation structures: {wrong[:5]}")
+    # out-of-fold rank-1 probabilities for the calibration, then the final fit on all validation
+    fold = _folds(keys, settings.folds, settings.seed)
+    oof = np.full(len(keys), np.nan)
+    for k in range(settings.folds):
+        tr = np.flatnonzero(fold != k)
+        try:
+            m = fit_listwise([val["X"][i] for i in tr], [val["truth"][i] for i in tr], FEATURES, l2=settings.l2)
+        except ValueError:
+            continue
+        for i in np.flatnonzero(fold == k):
+            oof[i] = _top_prob(m, val["X"][i])
+    fusion = fit_listwise(val["X"], val["truth"], FEATURES, l2=settings.l2)
+    val_scores = [fusion.score(X) if len(X) else np.zeros(0) for X in val["X"]]
+    val_correct = ranks_of_truth(val_scores, val["truth"]) == 1
+    has = np.array([len(c) > 0 for c in val["cands"]]) & np.isfinite(oof)
+    if not has.any():
+        raise ValueError("no validation query got an out-of-fold score: too few validation structures to calibrate")
+    calibrator = IsotonicCalibrator.fit(oof[has], val_correct[has])
+    # test: the fused ranker beside the prior, library+prior and random on the same candidates
+    t0 = time.perf_counter()
+    tscores = [fusion.score(X) if len(X) else np.zeros(0) for X in test["X"]]
+    t_rank = time.perf_counter() - t0
+    novelty = _novelty(test, builder)
+    ranks = {"fused": ranks_of_truth(tscores, test["truth"]),
+             "prior": ranks_of_truth([prior_scores(X) for X in test["X"]], test["truth"]),
+             FALLBACK: ranks_of_truth([fallback_scores(X) if len(X) else np.zeros(0) for X in test["X"]],
+                                      test["truth"])}
+    methods = {name: _method_metrics(r, novelty) for name, r in ranks.items()}
+    methods["random"] = _random_metrics(test, novelty)
+    has_t = np.array([len(X) > 0 for X in test["X"]])
+    conf = np.array([float(calibrator([_top_prob(fusion, X)])[0]) if len(X) else 0.0 for X in test["X"]])
+    n_test = len(test["queries"])
+    metrics = {
+        "ranker_id": None, "features": list(FEATURES),
+        "weights": dict(zip(FEATURES, fusion.weights.tolist())),
+        "validation": {"n_queries": len(keys), "n_structures": len(set(keys)),
+                       "truth_in_candidates": float(np.mean([t is not None for t in val["truth"]])) if keys else None,
+                       "calibration_out_of_fold": calibration_report(calibrator(oof[has]), val_correct[has],
+                                                                     settings.n_bins)},
+        "test": {"n_queries": n_test, "n_structures": len({t["inchikey14"] for t in test["truths"]}),
+                 "truth_in_candidates": float(np.mean([t is not None for t in test["truth"]])) if n_test else None,
+                 "mean_candidates": float(np.mean([len(c) for c in test["cands"]])) if n_test else None,
+                 "methods": methods,
+                 "calibration": calibration_report(conf[has_t], ranks["fused"][has_t] == 1, settings.n_bins),
+                 "queries_per_s_candidates_evidence_ranking":
+                     n_test / max(test["seconds_candidates_evidence"] + t_rank, 1e-9)},
+        "seconds": time.perf_counter() - t_start,
+    }
+    ranker_id = _save(lake, settings, fusion, calibrator, metrics, sorted(set(keys)))
+    return ranker_id, metrics
+
+
+def _save(lake: str | os.PathLike[str], settings: RankerSettings, fusion: LinearFusion,
+          calibrator: IsotonicCalibrator, metrics: dict[str, Any], structures: list[str]) -> str:
+    """Write the artifact into a temporary folder, then rename it into place (never half-written)."""
+    now = datetime.now(timezone.utc)
+    ranker_id = f"fusion-{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+    metrics["ranker_id"] = ranker_id
+    root = rankers_root(lake)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{ranker_id}"
+    tmp.mkdir()
+    try:
+        files = {"settings.json": {"ranker_id": ranker_id, "created": now.isoformat(), "kind": "linear_listwise",
+                                   "features": list(FEATURES), "trained_on": "validation",
+                                   "settings": settings.model_dump()},
+                 "weights.json": fusion.to_dict(), "calibration.json": calibrator.to_dict(),
+                 "metrics.json": metrics, "training_structures.json": structures}
+        for name, obj in files.items():
+            (tmp / name).write_text(json.dumps(obj, indent=1, default=float))
+        os.replace(tmp, root / ranker_id)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("ranker %s registered in %s", ranker_id, root / ranker_id)
+    return ranker_id
