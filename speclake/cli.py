@@ -44,6 +44,9 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
                  "Evaluate models vs. baselines, library search, random and prior on the same candidates."),
     "explain": ("speclake.training.evaluate_cli", "explain_cmd",
                 "Per-peak integrated gradients of a model's descriptor prediction."),
+    "annotate": ("speclake.serving.annotate.cli", "annotate_cmd",
+                 "Annotate every MS2 scan of study files with ranked structures and a confidence."),
+    "export": ("speclake.serving.annotate.cli", "export_group", "Export a study's annotations (SIRIUS/GNPS columns)."),
 }
 
 
