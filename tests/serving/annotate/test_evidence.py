@@ -1,0 +1,94 @@
+"""Evidence features: library prior, library analogue evidence, trees, mass error, adduct prior."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from speclake.serving.annotate.evidence import FEATURES, EvidenceBuilder, FingerprintCache, LibraryReference
+from speclake.serving.annotate.model import Candidate, Query
+from speclake.serving.annotate.precursor import priors_from_counts
+
+CAFFEINE = "Cn1cnc2c1c(=O)n(C)c(=O)n2C"
+THEOPHYLLINE = "Cn1c(=O)c2[nH]cnc2n(C)c1=O"
+HEXANOL = "CCCCCCO"
+
+
+@dataclass
+class _Hit:
+    spectrum_id: str
+    score: float
+
+
+def _reference():
+    cache = FingerprintCache()
+    return LibraryReference(["RYYVLZVUVIJVGH"], cache.get([CAFFEINE]), {"lib1": 0})
+
+
+def _cand(key, smiles, adduct="[M+H]+", ppm=1.0, rank=None, score=None):
+    return Candidate(key + "-UHFFFAOYSA-N", key, smiles, "C", 0.0, adduct, ppm, formula_rank=rank, formula_score=score)
+
+
+def _query():
+    return Query("q", "f", "1", 195.0877, "positive", np.array([138.07]), np.array([1.0]))
+
+
+@pytest.fixture
+def builder():
+    return EvidenceBuilder(_reference(), priors_from_counts({"positive": {"[M+H]+": 90, "[M+Na]+": 9}}))
+
+
+def test_prior_is_one_for_a_library_structure_and_lower_for_unrelated(builder):
+    cands = [_cand("RYYVLZVUVIJVGH", CAFFEINE), _cand("ZFAHNWWNDFHPOH", THEOPHYLLINE), _cand("ZSIAUFGUXNUGDI", HEXANOL)]
+    X = builder.features(_query(), cands)
+    prior = X[:, FEATURES.index("prior")]
+    assert prior[0] == 1.0
+    assert 0.0 < prior[2] < prior[1] < 1.0, "a related purine is closer to the library than hexanol"
+    again = builder.features(_query(), cands)[:, FEATURES.index("prior")]
+    np.testing.assert_array_equal(prior, again, "cached priors are the same")
+
+
+def test_analogue_evidence_follows_the_hits_structures(builder):
+    cands = [_cand("RYYVLZVUVIJVGH", CAFFEINE), _cand("ZSIAUFGUXNUGDI", HEXANOL)]
+    X = builder.features(_query(), cands, {"analogue": [_Hit("lib1", 0.8), _Hit("not-in-library", 0.9)]})
+    a, top = X[:, FEATURES.index("analogue")], X[:, FEATURES.index("analogue_top")]
+    assert a[0] == pytest.approx(1.0) and a[1] < 0.3, "weighted Tanimoto to the library hit's structure"
+    assert top[0] == pytest.approx(0.8), "Tanimoto to the best hit x its score"
+    assert (X[:, FEATURES.index("identity")] == 0).all(), "no identity hits: no identity evidence"
+    q = _query()
+    q.query_id = "lib1"
+    X_self = builder.features(q, cands, {"analogue": [_Hit("lib1", 0.8)]})
+    assert (X_self[:, FEATURES.index("analogue")] == 0).all(), "a query never counts itself as a hit"
+
+
+def test_tree_mass_error_and_adduct_features(builder):
+    cands = [_cand("RYYVLZVUVIJVGH", CAFFEINE, ppm=-2.0, rank=1, score=5.0),
+             _cand("ZFAHNWWNDFHPOH", THEOPHYLLINE, adduct="[M+Na]+", ppm=3.0, rank=2, score=2.0),
+             _cand("ZSIAUFGUXNUGDI", HEXANOL)]
+    X = builder.features(_query(), cands)
+    f = {n: X[:, j] for j, n in enumerate(FEATURES)}
+    np.testing.assert_allclose(f["tree_gap"], [0.0, 3.0, 20.0])
+    np.testing.assert_allclose(f["formula_top"], [1, 0, 0])
+    np.testing.assert_allclose(f["abs_ppm"], [2.0, 3.0, 1.0])
+    assert f["adduct_logprior"][0] > f["adduct_logprior"][1], "[M+H]+ is the more common adduct"
+    assert builder.features(_query(), []).shape == (0, len(FEATURES))
+
+
+@pytest.fixture(scope="module")
+def lake(sample_feature_lake, tmp_path_factory):
+    from tests.training.eval_lakes import indexed_lake
+
+    return indexed_lake(sample_feature_lake, tmp_path_factory)
+
+
+@pytest.mark.spark
+def test_reference_from_lake_holds_training_structures_only_when_asked(lake):
+    from speclake.training.split import SplitSettings, assign_split
+
+    every = LibraryReference.from_lake(lake)
+    train = LibraryReference.from_lake(lake, splits=("train",))
+    assert set(train.keys) < set(every.keys)
+    assert all(assign_split(k, SplitSettings()) == "train" for k in train.keys)
+    assert all(train.keys[r] in train.key_row for r in train.spectrum_structure.values())
+    assert (np.bitwise_count(every.fps).sum(axis=1) > 0).all(), "every library structure has a fingerprint"

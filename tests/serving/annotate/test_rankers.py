@@ -1,0 +1,92 @@
+"""Rankers: fitted on validation spectra of the sample lake, registered, loaded; the fallback."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from speclake.serving.annotate.rankers import FALLBACK, RankerSettings, fit_ranker, list_rankers, load_ranker
+
+pytestmark = pytest.mark.spark
+
+
+@pytest.fixture(scope="module")
+def lake(sample_feature_lake, tmp_path_factory):
+    """A copy of the indexed sample lake (fitting writes rankers and the library index beside it)."""
+    from tests.training.eval_lakes import indexed_lake
+
+    src = indexed_lake(sample_feature_lake, tmp_path_factory)
+    dst = tmp_path_factory.mktemp("ranker-lake") / "lake"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("_staging"))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def fitted(lake):
+    return fit_ranker(lake, RankerSettings(max_formulas=2))
+
+
+def test_lake_without_ranker_falls_back_to_uncalibrated_library_prior(lake):
+    from speclake.serving.annotate.candidates import CandidateSource
+    from speclake.serving.annotate.fusion import lake_queries, library_hits
+    from speclake.training.split import SplitSettings
+
+    ranker = load_ranker(lake, FALLBACK)
+    queries, _ = lake_queries(lake, "test", SplitSettings(), cap=10)
+    with CandidateSource.open(lake) as src:
+        cands = src.candidates(queries)
+    ranked = ranker.rank(queries, cands, library_hits(lake, queries))
+    assert [r.query.query_id for r in ranked] == [q.query_id for q in queries]
+    for r in ranked:
+        assert r.method == FALLBACK and r.confidence is None, "the fallback is never presented as calibrated"
+        assert r.scores == sorted(r.scores, reverse=True)
+
+
+def test_fit_registers_a_ranker_with_test_metrics_beside_the_prior(lake, fitted):
+    ranker_id, metrics = fitted
+    d = lake / "models" / "rankers" / ranker_id
+    assert {p.name for p in d.iterdir()} >= {"settings.json", "weights.json", "calibration.json", "metrics.json",
+                                             "training_structures.json"}
+    saved = json.loads((d / "metrics.json").read_text())
+    methods = saved["test"]["methods"]
+    for name in ("fused", "prior", FALLBACK, "random"):
+        assert 0.0 <= methods[name]["all"]["hit1"] <= 1.0, f"test hit@1 of {name}"
+        assert methods[name]["all"]["n"] == saved["test"]["n_queries"] > 0
+    assert 0.0 <= saved["test"]["calibration"]["ece"] <= 1.0
+    assert list_rankers(lake)[0]["ranker_id"] == ranker_id
+
+
+def test_fusion_never_trains_on_test_or_training_structures(lake, fitted):
+    from speclake.serving.annotate.fusion import lake_queries
+    from speclake.training.split import SplitSettings, assign_split
+
+    ranker_id, metrics = fitted
+    d = lake / "models" / "rankers" / ranker_id
+    trained_on = json.loads((d / "training_structures.json").read_text())
+    assert trained_on, "the fusion saw validation structures"
+    assert {assign_split(k, SplitSettings()) for k in trained_on} == {"validation"}
+    _, test_truths = lake_queries(lake, "test", SplitSettings(), cap=None)
+    assert not set(trained_on) & {t["inchikey14"] for t in test_truths}, "no test structure in training (InChIKey-14)"
+
+
+def test_default_is_the_newest_fitted_ranker_with_a_confidence(lake, fitted):
+    from speclake.serving.annotate.candidates import CandidateSource
+    from speclake.serving.annotate.fusion import lake_queries, library_hits
+    from speclake.training.split import SplitSettings
+
+    ranker = load_ranker(lake)
+    assert ranker.name == fitted[0] and ranker.calibrated
+    queries, _ = lake_queries(lake, "test", SplitSettings(), cap=10)
+    with CandidateSource.open(lake) as src:
+        cands = src.candidates(queries)
+    for r in ranker.rank(queries, cands, library_hits(lake, queries)):
+        if r.candidates:
+            assert 0.0 <= r.confidence <= 1.0
+            assert set(r.candidates[0].features) >= {"prior", "analogue", "tree_gap"}
+        else:
+            assert r.confidence is None
+    with pytest.raises(ValueError, match="unknown ranker"):
+        load_ranker(lake, "no-such-ranker")
+    assert np.isfinite(ranker.scores(np.zeros((2, len(ranker.fusion.features))))).all()
