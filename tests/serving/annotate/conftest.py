@@ -104,3 +104,29 @@ def fresh_lake(annotate_lake, tmp_path) -> Path:
     dst = tmp_path / "lake"
     shutil.copytree(annotate_lake, dst, ignore=shutil.ignore_patterns("_staging"))
     return dst
+
+
+def pesticide_structures(out: Path) -> Path:
+    """A SMILES file of the structures the pesticide MGF reports (a study's suspect list)."""
+    seen, lines = set(), []
+    for line in (SAMPLE / "gnps_pesticides.mgf").read_text().splitlines():
+        if line.startswith("SMILES=") and len(line) > 8 and line[7:] not in seen:
+            seen.add(line[7:])
+            lines.append(f"{line[7:]}\tPEST{len(lines):03d}")
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+@pytest.fixture(scope="session")
+def suspect_lake(annotate_lake, tmp_path_factory) -> Path:
+    """:func:`annotate_lake` with the pesticides' structures added to the index (``--structures``) and the
+    pesticide MGF annotated once as study ``pest`` (the first file of a two-file study)."""
+    from speclake.serving.annotate.job import AnnotateSettings, annotate_study
+
+    root = tmp_path_factory.mktemp("suspects")
+    dst = root / "lake"
+    shutil.copytree(annotate_lake, dst, ignore=shutil.ignore_patterns("_staging"))
+    smi = pesticide_structures(root / "pesticides.smi")
+    report = annotate_study([SAMPLE / "gnps_pesticides.mgf"], dst, "pest",
+                            AnnotateSettings(structures=[str(smi)], top_k=5, num_cpus=1))
+    return dst, report
