@@ -28,7 +28,8 @@ import numpy as np
 import pyarrow as pa
 
 from .model import Candidate, Query
-from .precursor import TreeCache, adduct_priors, adduct_ranks, hypotheses, mz_window, rank_formulas
+from .precursor import (TreeCache, active_adducts, adduct_priors, adduct_ranks, hypotheses, mz_window,
+                        rank_formulas)
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +38,13 @@ _COLUMNS = ("faiss_id", "inchikey", "inchikey14", "smiles", "formula", "monoisot
             "compound_name")
 
 
-def window_table(queries: Sequence[Query], ppm: float, ranks: Mapping[tuple[str, str], int]) -> pa.Table:
+def window_table(queries: Sequence[Query], ppm: float, ranks: Mapping[tuple[str, str], int],
+                 adducts: Mapping[str, Sequence[str]] | None = None) -> pa.Table:
     """One row per (scan, adduct hypothesis): query, adduct, adduct_rank, lo, hi (neutral mass), n, shift,
     absz (to recompute the ion m/z) and precursor_mz."""
     cols: dict[str, list[Any]] = defaultdict(list)
     for i, q in enumerate(queries):
-        for add, _mass in hypotheses(q.precursor_mz, q.ionmode, q.charge):
+        for add, _mass in hypotheses(q.precursor_mz, q.ionmode, q.charge, adducts=adducts):
             lo, hi = mz_window(add, q.precursor_mz, ppm)
             mode = "positive" if add.charge > 0 else "negative"
             cols["query"].append(i)
@@ -82,6 +84,7 @@ class CandidateSource:
         if self.max_formulas is not None and self.max_formulas < 0:
             raise ValueError(f"max_formulas must be >= 0 or None, got {self.max_formulas}")
         self.ranks = adduct_ranks(self.priors)
+        self.adducts = active_adducts(self.priors) if self.priors else None
 
     @classmethod
     def open(cls, lake: str | os.PathLike[str], index_name: str = "fingerprint", ppm: float = 10.0, *,
@@ -115,7 +118,7 @@ class CandidateSource:
     def matches(self, queries: Sequence[Query]) -> pa.Table:
         """One row per (query, InChIKey-14): catalog columns + adduct, adduct_rank, mass_error_ppm,
         sorted by query then InChIKey-14 (the best-supported hypothesis per skeleton, module doc)."""
-        windows = window_table(queries, self.ppm, self.ranks)
+        windows = window_table(queries, self.ppm, self.ranks, self.adducts)
         con = self.catalog.con.cursor()   # a cursor: safe when several threads share the catalog
         cols = ", ".join(f"s.{c}" for c in _COLUMNS)
         try:

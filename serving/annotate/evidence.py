@@ -152,26 +152,50 @@ class EvidenceBuilder:
         self.fps = cache or FingerprintCache(reference.settings)
         self._prior: OrderedDict[str, float] = OrderedDict()
         self._prior_max = prior_cache_size
+        self._ref_bits: np.ndarray | None = None
+        self._ref_counts: np.ndarray | None = None
 
-    def prior(self, cands: Sequence[Candidate], fps: np.ndarray) -> np.ndarray:
-        """Library prior of each candidate (cached per InChIKey-14; 1.0 for a library structure)."""
-        out = np.zeros(len(cands))
-        todo = []
-        for i, c in enumerate(cands):
-            if c.inchikey14 in self.reference.key_row:
-                out[i] = 1.0
-            elif c.inchikey14 in self._prior:
-                out[i] = self._prior[c.inchikey14]
-            else:
-                todo.append(i)
+    def _reference_bits(self) -> np.ndarray:
+        """(bits, n_reference) float32 unpacked reference fingerprints, made once (the prior's matmul operand)."""
+        if self._ref_bits is None:
+            ref = np.ascontiguousarray(self.reference.fps)
+            self._ref_bits = np.unpackbits(ref.view(np.uint8), axis=1, bitorder="little").astype(np.float32).T.copy()
+            self._ref_counts = np.bitwise_count(ref).sum(axis=1).astype(np.float32)
+        return self._ref_bits
+
+    def _max_tanimoto(self, fps: np.ndarray, chunk: int = 1024) -> np.ndarray:
+        """Highest Tanimoto of each row to the reference: one float32 matrix product per block of rows."""
+        out = np.zeros(len(fps))
+        if len(fps) == 0 or len(self.reference.keys) == 0:
+            return out
+        bits = self._reference_bits()
+        counts = np.bitwise_count(fps).sum(axis=1).astype(np.float32)
+        for lo in range(0, len(fps), chunk):
+            a = np.unpackbits(np.ascontiguousarray(fps[lo:lo + chunk]).view(np.uint8), axis=1,
+                              bitorder="little").astype(np.float32)
+            inter = a @ bits
+            union = counts[lo:lo + chunk, None] + self._ref_counts[None, :] - inter
+            tan = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+            out[lo:lo + chunk] = tan.max(axis=1)
+        return out
+
+    def warm_priors(self, cands: Sequence[Candidate]) -> None:
+        """Compute the priors of every not yet cached skeleton among ``cands`` in one batch."""
+        todo: dict[str, str] = {}
+        for c in cands:
+            if c.inchikey14 not in self.reference.key_row and c.inchikey14 not in self._prior:
+                todo.setdefault(c.inchikey14, c.smiles)
         if todo:
-            vals = M.max_tanimoto(fps[todo], self.reference.fps)
-            for i, v in zip(todo, vals):
-                out[i] = float(v)
-                self._prior[cands[i].inchikey14] = float(v)
+            vals = self._max_tanimoto(self.fps.get(list(todo.values())))
+            self._prior.update(zip(todo, vals.tolist()))
             while len(self._prior) > self._prior_max:
                 self._prior.popitem(last=False)
-        return out
+
+    def prior(self, cands: Sequence[Candidate], fps: np.ndarray | None = None) -> np.ndarray:
+        """Library prior of each candidate (cached per InChIKey-14; 1.0 for a library structure)."""
+        self.warm_priors(cands)
+        return np.array([1.0 if c.inchikey14 in self.reference.key_row else self._prior[c.inchikey14]
+                         for c in cands], np.float64)
 
     def _hit_features(self, hits: Sequence[Any], fps: np.ndarray, query_id: str) -> tuple[np.ndarray, np.ndarray]:
         rows, sims = [], []
@@ -215,6 +239,7 @@ class EvidenceBuilder:
     def matrices(self, queries: Sequence[Query], candidates: Sequence[Sequence[Candidate]],
                  hits: Mapping[str, Sequence[Sequence[Any]]] | None = None) -> list[np.ndarray]:
         """:meth:`features` of every query; ``hits``: mode -> per query list of hits."""
+        self.warm_priors([c for cands in candidates for c in cands])
         out = []
         for i, (q, cands) in enumerate(zip(queries, candidates)):
             qh = {m: h[i] for m, h in (hits or {}).items() if h is not None and i < len(h)}

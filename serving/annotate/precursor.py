@@ -3,7 +3,10 @@ prior counted from the lake, and molecular formulas ranked by fragmentation tree
 
 * :data:`ADDUCTS`: the adducts tried per ion mode (canonical names of
   :func:`~speclake.pipelines.normalize.adduct.parse_adduct`, e.g. ``[M+H-H2O]+`` is ``[M-H2O+H]+``);
-* :func:`hypotheses`: (adduct, neutral mass) per adduct of the scan's ion mode (and charge);
+* :func:`hypotheses`: (adduct, neutral mass) per adduct of the scan's ion mode (and charge); a
+  :class:`~.candidates.CandidateSource` also tries the lake's adducts with at least :data:`MIN_SHARE`
+  of their ion mode's spectra (:func:`frequent_adducts`: on MassBank ``[M]+`` of permanently charged
+  compounds and ``[M+CH3COO]-``);
 * :func:`adduct_counts` / :func:`adduct_priors`: how often each adduct occurs among the lake's spectra
   per ion mode (``SELECT ionmode, adduct, count(*) FROM spectra``), add-one smoothed over
   :data:`ADDUCTS`: the prior of a hypothesis comes from data, never from typed-in numbers;
@@ -19,7 +22,7 @@ import logging
 import math
 import os
 from collections import OrderedDict
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 from speclake.pipelines.normalize.adduct import Adduct, parse_adduct
 from speclake.pipelines.normalize.errors import UnknownAdductError
@@ -46,12 +49,14 @@ def _modes(ionmode: str | None) -> tuple[str, ...]:
     return (ionmode,) if ionmode in ADDUCTS else IONMODES
 
 
-def adducts_for(ionmode: str | None, charge: int | None = None) -> list[Adduct]:
-    """Adduct hypotheses of a scan: :data:`ADDUCTS` of its ion mode (both modes when unknown), restricted
-    to ``|charge|`` when the file states a charge (charge 2 tries :data:`DOUBLY_CHARGED`)."""
+def adducts_for(ionmode: str | None, charge: int | None = None,
+                adducts: Mapping[str, Sequence[str]] | None = None) -> list[Adduct]:
+    """Adduct hypotheses of a scan: ``adducts`` (default :data:`ADDUCTS`) of its ion mode (both modes when
+    unknown), restricted to ``|charge|`` when the file states a charge (charge 2 tries :data:`DOUBLY_CHARGED`)."""
+    table = adducts if adducts is not None else ADDUCTS
     out = []
     for mode in _modes(ionmode):
-        names = ADDUCTS[mode] + (DOUBLY_CHARGED[mode] if charge is not None and abs(charge) == 2 else ())
+        names = tuple(table.get(mode, ())) + (DOUBLY_CHARGED[mode] if charge is not None and abs(charge) == 2 else ())
         for name in names:
             add = parse_adduct(name, mode)
             if charge is None or charge == 0 or abs(add.charge) == abs(charge):
@@ -59,15 +64,17 @@ def adducts_for(ionmode: str | None, charge: int | None = None) -> list[Adduct]:
     return out
 
 
-def hypotheses(precursor_mz: float, ionmode: str | None, charge: int | None = None) -> list[tuple[Adduct, float]]:
-    """(adduct, neutral monoisotopic mass) per adduct hypothesis; [] for a missing or non-positive m/z.
+def hypotheses(precursor_mz: float, ionmode: str | None, charge: int | None = None, *,
+               adducts: Mapping[str, Sequence[str]] | None = None) -> list[tuple[Adduct, float]]:
+    """(adduct, neutral monoisotopic mass) per adduct hypothesis (``adducts``: see :func:`adducts_for`);
+    [] for a missing or non-positive m/z.
 
     Neutral masses that are not positive (a small ion under a heavy adduct) are left out.
     """
     if precursor_mz is None or not math.isfinite(float(precursor_mz)) or precursor_mz <= 0:
         return []
     out = []
-    for add in adducts_for(ionmode, charge):
+    for add in adducts_for(ionmode, charge, adducts):
         m = add.neutral_mass(float(precursor_mz))
         if m > 0:
             out.append((add, m))
@@ -103,11 +110,31 @@ def adduct_counts(lake: str | os.PathLike[str]) -> dict[str, dict[str, int]]:
     return out
 
 
-def priors_from_counts(counts: Mapping[str, Mapping[str, int]], pseudo: float = 1.0) -> dict[str, dict[str, float]]:
-    """P(adduct | ion mode) over :data:`ADDUCTS` (+ :data:`DOUBLY_CHARGED`): (count + pseudo) / sum."""
+def frequent_adducts(counts: Mapping[str, Mapping[str, int]], min_share: float) -> dict[str, tuple[str, ...]]:
+    """Per ion mode, lake adducts beyond :data:`ADDUCTS` with at least ``min_share`` of the mode's spectra
+    (one molecule, charge 1: e.g. ``[M]+`` of permanently charged compounds, ``[M+CH3COO]-``)."""
     out = {}
     for mode in IONMODES:
-        names = ADDUCTS[mode] + DOUBLY_CHARGED[mode]
+        c = counts.get(mode, {})
+        total = sum(c.values())
+        extra = []
+        for name, n in sorted(c.items(), key=lambda kv: -kv[1]):
+            add = parse_adduct(name, mode)
+            if (total and n / total >= min_share and name not in ADDUCTS[mode] and add.n_molecules == 1
+                    and abs(add.charge) == 1 and not add.radical and (add.charge > 0) == (mode == "positive")):
+                extra.append(name)
+        out[mode] = tuple(extra)
+    return out
+
+
+def priors_from_counts(counts: Mapping[str, Mapping[str, int]], pseudo: float = 1.0,
+                       min_share: float | None = None) -> dict[str, dict[str, float]]:
+    """P(adduct | ion mode) over :data:`ADDUCTS` (+ :data:`DOUBLY_CHARGED`, + :func:`frequent_adducts` when
+    ``min_share`` is set): (count + pseudo) / sum. Its keys are the hypotheses a scan is given."""
+    extra = frequent_adducts(counts, min_share) if min_share is not None else {}
+    out = {}
+    for mode in IONMODES:
+        names = ADDUCTS[mode] + extra.get(mode, ()) + DOUBLY_CHARGED[mode]
         c = {n: float(counts.get(mode, {}).get(n, 0)) + pseudo for n in names}
         total = sum(c.values())
         out[mode] = {n: v / total for n, v in c.items()}
@@ -119,14 +146,24 @@ def uniform_priors() -> dict[str, dict[str, float]]:
     return priors_from_counts({})
 
 
-def adduct_priors(lake: str | os.PathLike[str] | None) -> dict[str, dict[str, float]]:
-    """Adduct prior per ion mode counted from the lake's spectra (uniform without a lake or spectra)."""
+#: Lake adducts with at least this share of their ion mode's spectra are tried too.
+MIN_SHARE = 0.01
+
+
+def adduct_priors(lake: str | os.PathLike[str] | None, min_share: float | None = MIN_SHARE) -> dict[str, dict[str, float]]:
+    """Adduct prior per ion mode counted from the lake's spectra (uniform without a lake or spectra), over
+    :data:`ADDUCTS`, :data:`DOUBLY_CHARGED` and the lake's adducts with at least ``min_share`` of the mode."""
     if lake is None:
         return uniform_priors()
     counts = adduct_counts(lake)
     if not counts:
         log.info("%s has no spectra with an adduct: uniform adduct prior", lake)
-    return priors_from_counts(counts)
+    return priors_from_counts(counts, min_share=min_share)
+
+
+def active_adducts(priors: Mapping[str, Mapping[str, float]]) -> dict[str, tuple[str, ...]]:
+    """The singly charged hypotheses of each ion mode in a prior table (doubly charged: by the scan's charge)."""
+    return {mode: tuple(n for n in p if n not in DOUBLY_CHARGED.get(mode, ())) for mode, p in priors.items()}
 
 
 def adduct_ranks(priors: Mapping[str, Mapping[str, float]]) -> dict[tuple[str, str], int]:

@@ -81,3 +81,16 @@ def test_rank_formulas_trees_only_consistent_pairs_and_caches():
     misses = cache.misses
     rank_formulas(q, {"[M+H]+": ["C8H10N4O2"]}, cache=cache)
     assert cache.misses == misses and cache.hits >= 1, "the second call reads the cache"
+
+
+def test_frequent_lake_adducts_become_hypotheses():
+    from speclake.serving.annotate.precursor import active_adducts, frequent_adducts
+
+    counts = {"positive": {"[M+H]+": 900, "[M]+": 80, "[M]+*": 15, "[M+2H]2+": 5},
+              "negative": {"[M-H]-": 95, "[M+CH3COO]-": 5}}
+    extra = frequent_adducts(counts, 0.01)
+    assert extra == {"positive": ("[M]+",), "negative": ("[M+CH3COO]-",)}, "radical and doubly charged left out"
+    p = priors_from_counts(counts, min_share=0.01)
+    assert "[M]+" in active_adducts(p)["positive"] and "[M+2H]2+" not in active_adducts(p)["positive"]
+    names = {a.name for a, _ in hypotheses(200.0, "negative", adducts=active_adducts(p))}
+    assert "[M+CH3COO]-" in names
