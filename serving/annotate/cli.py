@@ -69,13 +69,14 @@ def annotate_cmd(files: tuple[Path, ...], lake_dir: Path, study: str, structures
     speclake sql "SELECT * FROM annotations WHERE study='beer' AND rank=1 AND confidence >= 0.8" --lake mylake
     speclake export annotations --study beer --lake mylake --out beer.tsv
     """
-    from speclake.serving.annotate.job import AnnotateSettings, annotate_study
+    from speclake.serving.annotate.job import AnnotateSettings, annotate_study, study_files
 
+    paths = study_files(list(files))  # a missing file is one line before any bar starts
     settings = AnnotateSettings(top_k=top_k, method=method, ppm=ppm, ionmode=ionmode, index_name=index_name,
                                 structures=list(structures), ray_address=ray_address, num_cpus=num_cpus,
                                 **({"ray_min_scans": ray_min_scans} if ray_min_scans is not None else {}))
     with _scan_bar(f"annotate {study}") as progress:
-        report = annotate_study(list(files), lake_dir, study, settings, progress=progress)
+        report = annotate_study(paths, lake_dir, study, settings, progress=progress)
     for line in report.missing:
         click.echo(f"note: {line}", err=True)
     click.echo(f"study {study}: {report.files_annotated} file(s) annotated, {report.files_skipped} skipped "

@@ -73,14 +73,14 @@ def export_table(lake: str | os.PathLike[str], study: str, *, rank1: bool = Fals
         extra = SIRIUS_COLUMNS + GNPS_COLUMNS
         select = ", ".join(f'{expr} AS "x{i}"' for i, (_, expr) in enumerate(extra))
         where = "a.study = ?" + (" AND (a.rank = 1 OR a.status = 'no_candidates')" if rank1 else "")
-        table = con.execute(f"""
+        table = con.sql(f"""
             SELECT a.*, {select}
             FROM annotations a
             LEFT JOIN spectra s ON s.spectrum_id = a.library_spectrum_id
             LEFT JOIN compounds c ON c.inchikey = a.inchikey
             WHERE {where}
             ORDER BY a.source_file, a.scan_number NULLS LAST, a.query_id, a.rank NULLS FIRST""",
-                            [study]).to_arrow_table()
+                        params=[study]).to_arrow_table()
         if table.num_rows == 0:
             studies = [r[0] for r in con.sql("SELECT DISTINCT study FROM annotations ORDER BY 1").fetchall()]
             raise ValueError(f"no annotations of study {study!r} in {lake}; studies there: "
