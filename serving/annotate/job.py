@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -58,6 +59,8 @@ class AnnotateSettings(BaseModel):
     ionmode: str | None = Field(None, description="ion mode of scans whose file gives none (positive|negative)")
     structures: list[str] = Field(default_factory=list, description="structure files added to the index first")
     library_top_k: int = Field(10, ge=1, description="library hits per scan and search mode")
+    # measured on 2 cores (2026-12-05): in process ~120 scans/s; a local Ray costs ~13 s to start with its
+    # actors, so Ray Data pays off from ~3,000 scans of one file (more cores or a cluster: sooner)
     ray_min_scans: int = Field(3000, ge=0, description="files with more scans than this go through Ray Data")
     batch_size: int = Field(256, ge=1, description="scans per batch (one library search, one ranker call)")
     ray_address: str | None = Field(None, description="Ray cluster address; None starts a local Ray when needed")
@@ -92,6 +95,14 @@ class AnnotateReport(RunReport):
     @property
     def n_done(self) -> int:
         return self.n_annotated + self.n_no_candidates
+
+
+def lock_name(study: str) -> str:
+    """The lock of a study's runs (``annotate-<study>``; characters unsafe in a file name replaced)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", study)
+    if safe != study:
+        safe += "-" + hashlib.sha256(study.encode()).hexdigest()[:8]
+    return f"annotate-{safe}"
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -195,7 +206,7 @@ def annotate_study(files: Sequence[str | os.PathLike[str]], lake: str | os.PathL
     paths = study_files(files)
     lake_obj = Lake(lake)
     report = AnnotateReport(study=study)
-    with Run(lake_obj, "annotate", settings, report, progress=progress, lock=f"annotate-{study}") as run:
+    with Run(lake_obj, "annotate", settings, report, progress=progress, lock=lock_name(study)) as run:
         todo: list[tuple[Path, str]] = []
         with run.stage("plan"):
             done = finished_files(lake_obj, study)
@@ -288,9 +299,13 @@ def _prepare(lake: Lake, settings: AnnotateSettings, report: AnnotateReport) -> 
     if lake.current("spectra") is None:
         report.missing.append("the lake has no spectra: no library search (run `speclake ingest` first)")
         return
+    from speclake.lake.catalog import LakeBusy
     from speclake.serving.library.index import LibraryIndex
 
-    LibraryIndex.update(lake.root)
+    try:
+        LibraryIndex.update(lake.root)
+    except LakeBusy as exc:  # another job updates it: search the index as it is published now
+        report.warnings.append(f"library index not updated ({exc}); searching it as it is")
 
 
 __all__ = ["AnnotateReport", "AnnotateSettings", "CRASH_AFTER_FILE", "annotate_study", "file_sha256",

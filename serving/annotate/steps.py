@@ -70,12 +70,12 @@ class LibraryLookup:
         found = pc.is_valid(pos)
         rows = self.spectra.take(pc.filter(pos, found)).to_pylist()
         keys = pa.array([r["inchikey"] for r in rows], pa.string())
-        cpos = pc.index_in(keys, value_set=self._keys).to_pylist() if len(self._keys) else [None] * len(rows)
+        cpos = pc.index_in(keys, value_set=self._keys) if len(self._keys) else pa.nulls(len(rows), pa.int32())
+        found_c = pc.is_valid(cpos)
+        comps = iter(self.compounds.take(pc.filter(cpos, found_c)).to_pylist())
         out = {}
-        for row, c in zip(rows, cpos):
-            info = {k: None for k in self.COMPOUND_COLUMNS}
-            if c is not None:
-                info.update(self.compounds.slice(c, 1).to_pylist()[0])
+        for row, has in zip(rows, found_c.to_pylist()):
+            info = dict(next(comps)) if has else {k: None for k in self.COMPOUND_COLUMNS}
             info["library_compound_name"] = row["compound_name"] or info.get("compound_name")
             info["precursor_mz"] = row["precursor_mz"]
             out[row["spectrum_id"]] = info

@@ -116,3 +116,64 @@ def test_ray_data_path_gives_the_rows_of_the_in_process_path(fresh_lake, pestici
     a = _sql(fresh_lake, f"SELECT {cols} FROM annotations WHERE study='local' ORDER BY ALL")
     b = _sql(fresh_lake, f"SELECT {cols} FROM annotations WHERE study='ray' ORDER BY ALL")
     assert a == b and len(a) >= 76
+
+
+# -- the row step, without a lake ----------------------------------------------------------------------
+def _query(qid="q1"):
+    import numpy as np
+
+    from speclake.serving.annotate.model import Query
+
+    return Query(query_id=qid, source_file="s.mgf", record_locator="record 1", precursor_mz=180.0634,
+                 ionmode="positive", mz=np.array([50.0, 90.0]), intensities=np.array([0.5, 1.0]), scan_number=4)
+
+
+def _cand(key, adduct="[M+H]+"):
+    from speclake.serving.annotate.model import Candidate
+
+    return Candidate(inchikey=key + "-UHFFFAOYSA-N", inchikey14=key, smiles="CCO", formula="C6H12O6",
+                     monoisotopic_mass=180.0634, adduct=adduct, mass_error_ppm=1.5, formula_rank=1)
+
+
+def _hit(sid, score, shared=3):
+    from speclake.serving.library.search import Hit
+
+    return Hit(query=0, rank=1, spectrum_id=sid, ionmode="positive", score=score, entropy=score, cosine=0.7,
+               modified_cosine=0.8, shared_peaks=shared, matched_losses=0, library_precursor_mz=181.07,
+               precursor_mz_difference=0.0)
+
+
+def test_ranked_rows_keep_top_k_confidence_on_rank_1_and_library_match():
+    from speclake.serving.annotate.model import Ranked
+    from speclake.serving.annotate.steps import best_library_hits, ranked_rows
+
+    keys = ["AAAAAAAAAAAAAA", "BBBBBBBBBBBBBB", "CCCCCCCCCCCCCC"]
+    info = {"s1": {"inchikey14": keys[1], "library_compound_name": "glucose"}, "s2": {"inchikey14": keys[1]}}
+    lib = best_library_hits([_hit("s1", 0.6)], [_hit("s2", 0.9), _hit("s3", 0.95)], info)
+    assert lib[keys[1]][0].spectrum_id == "s1" and lib[keys[1]][1] == "identity", "identity hits first"
+    ranked = Ranked(_query(), [_cand(k) for k in keys], [3.0, 2.0, 1.0], "m", 0.83)
+    rows = ranked_rows(ranked, lib, top_k=2)
+    assert [r["rank"] for r in rows] == [1, 2] and all(r["n_candidates"] == 3 for r in rows)
+    assert [r["confidence"] for r in rows] == [0.83, None], "confidence is about rank 1"
+    assert rows[1]["library_spectrum_id"] == "s1" and rows[1]["library_match"] == "identity"
+    assert rows[1]["library_compound_name"] == "glucose" and rows[0]["library_spectrum_id"] is None
+    assert rows[0]["query_id"] == "q1" and rows[0]["status"] == "annotated" and rows[0]["scan_number"] == 4
+
+
+def test_no_candidates_row_keeps_the_best_library_hit():
+    from speclake.serving.annotate.model import Ranked
+    from speclake.serving.annotate.steps import _best_hit, ranked_rows
+
+    best = _best_hit([], [_hit("s9", 0.4, shared=5)], {"s9": {"library_compound_name": "x"}})
+    rows = ranked_rows(Ranked(_query(), [], [], "m", None), {}, 20, best)
+    assert len(rows) == 1 and rows[0]["status"] == "no_candidates" and rows[0]["rank"] is None
+    assert rows[0]["library_spectrum_id"] == "s9" and rows[0]["library_match"] == "analogue"
+    assert rows[0]["shared_peaks"] == 5
+
+
+def test_lock_names_are_file_safe():
+    from speclake.serving.annotate.job import lock_name
+
+    assert lock_name("beer_2026") == "annotate-beer_2026"
+    name = lock_name("a/b c")
+    assert "/" not in name and " " not in name and name != lock_name("a_b_c")

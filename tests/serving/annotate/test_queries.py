@@ -74,3 +74,17 @@ def test_id_order_for_other_formats():
     assert query_id_of({"source_format": "mzxml", "metadata_extra": {"num": "12"}}) == "scan=12"
     assert query_id_of({"source_format": "msp", "accession": "PS010904"}) == "PS010904"
     assert query_id_of({"source_format": "mgf", "record_locator": "record 3 (line 9)"}) == "record 3 (line 9)"
+
+
+def test_mzml_without_polarity_is_an_error_unless_the_study_gives_one(tmp_path):
+    src = shared_path("formats", "testdata.mzml").read_bytes()
+    # same lengths, so the offsets of the indexed mzML stay right; without a charge state too (ingest
+    # derives the polarity from a charge's sign)
+    path = tmp_path / "nopolarity.mzml"
+    path.write_bytes(src.replace(b'name="positive scan"', b'name="xxxxxxxx scan"')
+                     .replace(b'name="charge state"', b'name="xxxxxx state"'))
+    qf = read_queries(path)
+    assert qf.queries == [] and len(qf.errors) == 10
+    assert {e["reason_code"] for e in qf.errors} == {"unknown_ionmode"}
+    assert "--ionmode" in qf.errors[0]["reason"]
+    assert len(read_queries(path, ionmode="positive").queries) == 10
