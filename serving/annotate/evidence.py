@@ -146,9 +146,12 @@ class EvidenceBuilder:
     """Evidence matrices of candidate lists against one library reference (see the module doc)."""
 
     def __init__(self, reference: LibraryReference, priors: Mapping[str, Mapping[str, float]], *,
-                 cache: FingerprintCache | None = None, prior_cache_size: int = 500_000) -> None:
+                 cache: FingerprintCache | None = None, prior_cache_size: int = 500_000,
+                 models: Sequence["ModelScorer"] = ()) -> None:
         self.reference = reference
         self.priors = priors
+        self.models = list(models)
+        self.names: tuple[str, ...] = FEATURES + tuple(m.feature for m in self.models)
         self.fps = cache or FingerprintCache(reference.settings)
         self._prior: OrderedDict[str, float] = OrderedDict()
         self._prior_max = prior_cache_size
@@ -217,7 +220,7 @@ class EvidenceBuilder:
         """(len(cands), len(FEATURES)) evidence of one query's candidates; ``hits``: mode -> that query's
         library hits (``identity`` / ``analogue``, :class:`speclake.serving.library.Hit`), None for none."""
         n = len(cands)
-        X = np.zeros((n, len(FEATURES)))
+        X = np.zeros((n, len(self.names)))
         if n == 0:
             return X
         fps = self.fps.get([c.smiles for c in cands])
@@ -238,10 +241,113 @@ class EvidenceBuilder:
 
     def matrices(self, queries: Sequence[Query], candidates: Sequence[Sequence[Candidate]],
                  hits: Mapping[str, Sequence[Sequence[Any]]] | None = None) -> list[np.ndarray]:
-        """:meth:`features` of every query; ``hits``: mode -> per query list of hits."""
+        """:meth:`features` of every query (model scores batched over the queries); ``hits``: mode -> per
+        query list of hits."""
         self.warm_priors([c for cands in candidates for c in cands])
         out = []
         for i, (q, cands) in enumerate(zip(queries, candidates)):
             qh = {m: h[i] for m, h in (hits or {}).items() if h is not None and i < len(h)}
             out.append(self.features(q, cands, qh))
+        for j, model in enumerate(self.models):
+            for X, col in zip(out, model.scores(queries, candidates)):
+                X[:, len(FEATURES) + j] = col
         return out
+
+
+#: Architectures whose scores are evidence: descriptor likelihood (arch1, arch2, arch2-flat) and the joint
+#: embedding (arch5). arch3 needs the feature blocks of ``speclake features`` and arch4 the library's
+#: embeddings, neither made for study scans yet.
+MODEL_ARCHS = {"arch1": "descriptor", "arch2": "descriptor", "arch2-flat": "descriptor", "arch5": "joint"}
+
+
+class ModelScorer:
+    """One registered model as evidence (column ``model:<model_id>``): CSI:FingerID-style log-likelihood of
+    the candidate's descriptors under the predicted probabilities (arch1-2), or the cosine of the spectrum and
+    structure embeddings (arch5). Structure-side results are cached per SMILES."""
+
+    def __init__(self, model: Any, *, clip: float = 1e-3, cache_size: int = 200_000) -> None:
+        if model.arch not in MODEL_ARCHS:
+            raise ValueError(f"model {model.model_id}: architecture {model.arch!r} is not used as evidence; "
+                             f"supported: {', '.join(MODEL_ARCHS)}")
+        self.model = model
+        self.kind = MODEL_ARCHS[model.arch]
+        self.feature = f"model:{model.model_id}"
+        self.clip = clip
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._cache_size = cache_size
+
+    @staticmethod
+    def examples(queries: Sequence[Query]) -> Any:
+        """The model input table of blind queries (peaks, precursor m/z, ion mode)."""
+        import pyarrow as pa
+
+        return pa.table({"mz": [np.asarray(q.mz, np.float64).tolist() for q in queries],
+                         "intensities": [np.asarray(q.intensities, np.float64).tolist() for q in queries],
+                         "precursor_mz": [float(q.precursor_mz) for q in queries],
+                         "ionmode": [q.ionmode for q in queries]})
+
+    def _structures(self, smiles: Sequence[str]) -> list[Any]:
+        todo = list(dict.fromkeys(s for s in smiles if s not in self._cache))
+        if todo:
+            if self.kind == "joint":
+                emb = np.asarray(self.model.embed_structures(todo), np.float64)
+                vals: list[Any] = list(emb)
+            else:
+                from speclake.training.eval_data import structure_rows
+
+                vals = structure_rows(todo, DescriptorSettings(), processes=1)
+            for s, v in zip(todo, vals):
+                self._cache[s] = v
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return [self._cache[s] for s in smiles]
+
+    def scores(self, queries: Sequence[Query], candidates: Sequence[Sequence[Candidate]]) -> list[np.ndarray]:
+        """One score per candidate of every query (0 where the model cannot score a structure)."""
+        from speclake.training.scoring import descriptor_log_likelihood, descriptor_matrix, embedding_scores
+
+        if not queries:
+            return []
+        ex = self.examples(queries)
+        out = []
+        if self.kind == "joint":
+            q_emb = np.asarray(self.model.embed_spectra(ex), np.float64)
+            for i, cands in enumerate(candidates):
+                if not cands:
+                    out.append(np.zeros(0))
+                    continue
+                emb = np.asarray(self._structures([c.smiles for c in cands]), np.float64)
+                out.append(np.nan_to_num(embedding_scores(q_emb[i], emb)))
+            return out
+        probs = np.asarray(self.model.predict_descriptors(ex), np.float64)
+        for i, cands in enumerate(candidates):
+            if not cands:
+                out.append(np.zeros(0))
+                continue
+            mat, mask = descriptor_matrix(self._structures([c.smiles for c in cands]), self.model.descriptor_names,
+                                          sparse=True)
+            out.append(descriptor_log_likelihood(probs[i], mat, mask=mask, clip=self.clip))
+        return out
+
+
+def model_scorers(lake: str | os.PathLike[str], model_ids: Sequence[str] | None = None,
+                  split: Any = None) -> list[ModelScorer]:
+    """Scorers of the lake's registered models (``model_ids``; None: every model of a supported
+    architecture trained on ``split`` when given). [] when the lake has none or torch is missing."""
+    try:
+        from speclake.training import registry
+    except ImportError as exc:
+        if model_ids:
+            raise ValueError(f"cannot load models {list(model_ids)}: {exc}") from exc
+        return []
+    explicit = model_ids is not None
+    ids = list(model_ids) if explicit else [m["model_id"] for m in registry.list_models(lake)
+                                            if m.get("arch") in MODEL_ARCHS]
+    out = []
+    for mid in ids:
+        model = registry.load_model(lake, mid)
+        if not explicit and split is not None and model.split != split:
+            log.info("model %s was trained on another split: not used as evidence", mid)
+            continue
+        out.append(ModelScorer(model))
+    return out

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 RANKERS_DIR = Path("models") / "rankers"
 FALLBACK = "library+prior"
+#: Evidence columns where a smaller value is better evidence (when a column ranks alone).
+LOWER_IS_BETTER = ("tree_gap", "abs_ppm")
 Hits = Mapping[str, Sequence[Sequence[Any]]]
 
 
@@ -60,6 +62,8 @@ class RankerSettings(BaseModel):
     l2: float = Field(1e-2, ge=0)
     folds: int = Field(2, ge=2, description="structure-disjoint folds of validation for out-of-fold calibration")
     n_bins: int = Field(10, ge=1)
+    models: list[str] | None = Field(None, description="registered models used as evidence; None: every model "
+                                     "of a supported architecture trained on `split`; []: none")
     seed: int = 0
 
 
@@ -98,7 +102,7 @@ class Ranker:
             s = self.scores(X)
             order = sorted(range(len(cands)), key=lambda i: (-s[i], cands[i].inchikey14))
             for i, c in enumerate(cands):
-                c.features.update(zip(FEATURES, X[i].tolist()))
+                c.features.update(zip(self.evidence.names, X[i].tolist()))
             conf = None
             if self.calibrator is not None and len(cands):
                 conf = float(self.calibrator([softmax(s)[order[0]]])[0])
@@ -136,10 +140,12 @@ def list_rankers(lake: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: (r["created"] or "", r["ranker_id"]), reverse=True)
 
 
-def _builder(lake: str | os.PathLike[str]) -> EvidenceBuilder:
+def _builder(lake: str | os.PathLike[str], model_ids: Sequence[str] = ()) -> EvidenceBuilder:
+    from .evidence import model_scorers
     from .precursor import adduct_priors
 
-    return EvidenceBuilder(LibraryReference.from_lake(lake), adduct_priors(lake))
+    models = model_scorers(lake, list(model_ids)) if model_ids else []
+    return EvidenceBuilder(LibraryReference.from_lake(lake), adduct_priors(lake), models=models)
 
 
 def load_ranker(lake: str | os.PathLike[str], method: str | None = None) -> Ranker:
@@ -159,12 +165,13 @@ def load_ranker(lake: str | os.PathLike[str], method: str | None = None) -> Rank
         names = [FALLBACK] + [r["ranker_id"] for r in fitted]
         raise ValueError(f"unknown ranker {method!r}; choose from {', '.join(names)}")
     fusion = LinearFusion.from_dict(json.loads((d / "weights.json").read_text()))
-    if tuple(fusion.features) != FEATURES:
-        raise ValueError(f"ranker {method} was fitted on features {fusion.features}, this code makes {FEATURES}; "
-                         f"fit it again")
+    base, extra = tuple(fusion.features[:len(FEATURES)]), fusion.features[len(FEATURES):]
+    if base != FEATURES or not all(f.startswith("model:") for f in extra):
+        raise ValueError(f"ranker {method} was fitted on features {fusion.features}, this code makes {FEATURES} "
+                         f"(+ model:<id>); fit it again")
     cal = IsotonicCalibrator.from_dict(json.loads((d / "calibration.json").read_text()))
     metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").is_file() else {}
-    return Ranker(method, _builder(lake), fusion, cal, metrics)
+    return Ranker(method, _builder(lake, [f.partition(":")[2] for f in extra]), fusion, cal, metrics)
 
 
 # -- fitting ------------------------------------------------------------------------------------------
@@ -177,12 +184,13 @@ def _prepare(lake: Any, split: str, settings: RankerSettings, source: Any, build
     if progress:
         progress(f"{split}: {len(queries)} queries")
     hits = library_hits(lake, queries, top_k=settings.library_top_k, precursor_ppm=settings.ppm)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     cands = source.candidates(queries)
     X = builder.matrices(queries, cands, hits)
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     return {"queries": queries, "truths": truths, "cands": cands, "hits": hits, "X": X,
-            "truth": truth_rows(cands, truths), "seconds_library": t1 - t0, "seconds_candidates_evidence": t2 - t1}
+            "truth": truth_rows(cands, truths), "seconds_library": t1 - t0, "seconds_candidates_evidence": t2 - t1,
+            "cpu_seconds_candidates_evidence": c2 - c1}
 
 
 def _folds(keys: Sequence[str], k: int, seed: int) -> np.ndarray:
@@ -235,20 +243,29 @@ def _random_metrics(data: dict[str, Any], novelty: np.ndarray) -> dict[str, Any]
 
 
 def fit_ranker(lake: str | os.PathLike[str], settings: RankerSettings | None = None,
-               progress: Callable[[str], None] | None = None) -> tuple[str, dict[str, Any]]:
-    """Fit, calibrate, evaluate and register a fused ranker; returns (ranker_id, metrics)."""
+               progress: Callable[[str], None] | None = None, *, source: Any = None) -> tuple[str, dict[str, Any]]:
+    """Fit, calibrate, evaluate and register a fused ranker; returns (ranker_id, metrics).
+
+    ``source``: a :class:`.candidates.CandidateSource` to use instead of the lake's structure index
+    ``settings.index_name`` (benchmarks; the caller closes it)."""
+    import contextlib
+
     from speclake.training.split import assign_split
 
     from .candidates import CandidateSource
+    from .evidence import model_scorers
     from .precursor import adduct_priors
 
     settings = settings or RankerSettings()
     t_start = time.perf_counter()
     builder = EvidenceBuilder(LibraryReference.from_lake(lake, splits=("train",), split_settings=settings.split),
-                              adduct_priors(lake))
-    with CandidateSource.open(lake, settings.index_name, settings.ppm, max_formulas=settings.max_formulas) as source:
-        val = _prepare(lake, "validation", settings, source, builder, progress)
-        test = _prepare(lake, "test", settings, source, builder, progress)
+                              adduct_priors(lake), models=model_scorers(lake, settings.models, settings.split))
+    names = builder.names
+    opened = (contextlib.nullcontext(source) if source is not None else
+              CandidateSource.open(lake, settings.index_name, settings.ppm, max_formulas=settings.max_formulas))
+    with opened as src:
+        val = _prepare(lake, "validation", settings, src, builder, progress)
+        test = _prepare(lake, "test", settings, src, builder, progress)
     keys = [t["inchikey14"] for t in val["truths"]]
     wrong = sorted({k for k in keys if assign_split(k, settings.split) != "validation"})
     if wrong or set(keys) & {t["inchikey14"] for t in test["truths"]}:
@@ -259,12 +276,12 @@ def fit_ranker(lake: str | os.PathLike[str], settings: RankerSettings | None = N
     for k in range(settings.folds):
         tr = np.flatnonzero(fold != k)
         try:
-            m = fit_listwise([val["X"][i] for i in tr], [val["truth"][i] for i in tr], FEATURES, l2=settings.l2)
+            m = fit_listwise([val["X"][i] for i in tr], [val["truth"][i] for i in tr], names, l2=settings.l2)
         except ValueError:
             continue
         for i in np.flatnonzero(fold == k):
             oof[i] = _top_prob(m, val["X"][i])
-    fusion = fit_listwise(val["X"], val["truth"], FEATURES, l2=settings.l2)
+    fusion = fit_listwise(val["X"], val["truth"], names, l2=settings.l2)
     val_scores = [fusion.score(X) if len(X) else np.zeros(0) for X in val["X"]]
     val_correct = ranks_of_truth(val_scores, val["truth"]) == 1
     has = np.array([len(c) > 0 for c in val["cands"]]) & np.isfinite(oof)
@@ -272,33 +289,40 @@ def fit_ranker(lake: str | os.PathLike[str], settings: RankerSettings | None = N
         raise ValueError("no validation query got an out-of-fold score: too few validation structures to calibrate")
     calibrator = IsotonicCalibrator.fit(oof[has], val_correct[has])
     # test: the fused ranker beside the prior, library+prior and random on the same candidates
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     tscores = [fusion.score(X) if len(X) else np.zeros(0) for X in test["X"]]
-    t_rank = time.perf_counter() - t0
+    t_rank, c_rank = time.perf_counter() - t0, time.process_time() - c0
     novelty = _novelty(test, builder)
     ranks = {"fused": ranks_of_truth(tscores, test["truth"]),
              "prior": ranks_of_truth([prior_scores(X) for X in test["X"]], test["truth"]),
              FALLBACK: ranks_of_truth([fallback_scores(X) if len(X) else np.zeros(0) for X in test["X"]],
                                       test["truth"])}
+    for j, name in enumerate(names):  # every evidence column alone (sign: larger is better, but gaps/errors)
+        sign = -1.0 if name in LOWER_IS_BETTER else 1.0
+        ranks[f"alone:{name}"] = ranks_of_truth([sign * X[:, j] for X in test["X"]], test["truth"])
     methods = {name: _method_metrics(r, novelty) for name, r in ranks.items()}
     methods["random"] = _random_metrics(test, novelty)
     has_t = np.array([len(X) > 0 for X in test["X"]])
     conf = np.array([float(calibrator([_top_prob(fusion, X)])[0]) if len(X) else 0.0 for X in test["X"]])
     n_test = len(test["queries"])
     metrics = {
-        "ranker_id": None, "features": list(FEATURES),
-        "weights": dict(zip(FEATURES, fusion.weights.tolist())),
+        "ranker_id": None, "features": list(names),
+        "weights": dict(zip(names, fusion.weights.tolist())),
         "validation": {"n_queries": len(keys), "n_structures": len(set(keys)),
                        "truth_in_candidates": float(np.mean([t is not None for t in val["truth"]])) if keys else None,
-                       "calibration_out_of_fold": calibration_report(calibrator(oof[has]), val_correct[has],
-                                                                     settings.n_bins)},
+                       # the isotonic map on the out-of-fold scores it was fitted on: in-sample, ECE ~ 0 by
+                       # construction; the honest calibration numbers are the test split's
+                       "calibration_in_sample": calibration_report(calibrator(oof[has]), val_correct[has],
+                                                                   settings.n_bins)},
         "test": {"n_queries": n_test, "n_structures": len({t["inchikey14"] for t in test["truths"]}),
                  "truth_in_candidates": float(np.mean([t is not None for t in test["truth"]])) if n_test else None,
                  "mean_candidates": float(np.mean([len(c) for c in test["cands"]])) if n_test else None,
                  "methods": methods,
                  "calibration": calibration_report(conf[has_t], ranks["fused"][has_t] == 1, settings.n_bins),
                  "queries_per_s_candidates_evidence_ranking":
-                     n_test / max(test["seconds_candidates_evidence"] + t_rank, 1e-9)},
+                     n_test / max(test["seconds_candidates_evidence"] + t_rank, 1e-9),
+                 "queries_per_cpu_s_candidates_evidence_ranking":
+                     n_test / max(test["cpu_seconds_candidates_evidence"] + c_rank, 1e-9)},
         "seconds": time.perf_counter() - t_start,
     }
     ranker_id = _save(lake, settings, fusion, calibrator, metrics, sorted(set(keys)))
@@ -317,7 +341,7 @@ def _save(lake: str | os.PathLike[str], settings: RankerSettings, fusion: Linear
     tmp.mkdir()
     try:
         files = {"settings.json": {"ranker_id": ranker_id, "created": now.isoformat(), "kind": "linear_listwise",
-                                   "features": list(FEATURES), "trained_on": "validation",
+                                   "features": list(fusion.features), "trained_on": "validation",
                                    "settings": settings.model_dump()},
                  "weights.json": fusion.to_dict(), "calibration.json": calibrator.to_dict(),
                  "metrics.json": metrics, "training_structures.json": structures}

@@ -92,3 +92,47 @@ def test_reference_from_lake_holds_training_structures_only_when_asked(lake):
     assert all(assign_split(k, SplitSettings()) == "train" for k in train.keys)
     assert all(train.keys[r] in train.key_row for r in train.spectrum_structure.values())
     assert (np.bitwise_count(every.fps).sum(axis=1) > 0).all(), "every library structure has a fingerprint"
+
+
+class _DescriptorModel:
+    """A registered-model stand-in predicting caffeine's Morgan bits present, hexanol's absent."""
+
+    arch, model_id = "arch1", "fake-arch1"
+
+    def __init__(self):
+        from speclake.pipelines.features.descriptors import DescriptorSettings, compute_descriptors
+
+        self.caf = set(compute_descriptors(CAFFEINE, DescriptorSettings()).morgan_on)
+        self.hex = set(compute_descriptors(HEXANOL, DescriptorSettings()).morgan_on) - self.caf
+        self.bits = sorted(self.caf | self.hex)
+        self.descriptor_names = [f"morgan:{b}" for b in self.bits] + ["chemont:C0000000"]
+
+    def predict_descriptors(self, examples):
+        p = [0.9 if b in self.caf else 0.1 for b in self.bits] + [0.5]
+        return np.tile(p, (examples.num_rows, 1))
+
+
+class _JointModel:
+    arch, model_id = "arch5", "fake-arch5"
+
+    def embed_spectra(self, examples):
+        return np.tile([1.0, 0.0], (examples.num_rows, 1))
+
+    def embed_structures(self, smiles):
+        return np.array([[1.0, 0.0] if s == CAFFEINE else [0.0, 1.0] for s in smiles])
+
+
+def test_registered_models_add_one_evidence_column_each():
+    from speclake.serving.annotate.evidence import ModelScorer
+
+    models = [ModelScorer(_DescriptorModel()), ModelScorer(_JointModel())]
+    b = EvidenceBuilder(_reference(), priors_from_counts({}), models=models)
+    assert b.names[-2:] == ("model:fake-arch1", "model:fake-arch5")
+    cands = [[_cand("RYYVLZVUVIJVGH", CAFFEINE), _cand("ZSIAUFGUXNUGDI", HEXANOL)], []]
+    X, empty = b.matrices([_query(), _query()], cands)
+    assert X.shape == (2, len(FEATURES) + 2) and empty.shape == (0, len(FEATURES) + 2)
+    ll, cos = X[:, -2], X[:, -1]
+    assert ll[0] > ll[1], "the predicted fingerprint is caffeine's: higher likelihood"
+    np.testing.assert_allclose(cos, [1.0, 0.0])
+    with pytest.raises(ValueError, match="not used as evidence"):
+        ModelScorer(type("M", (), {"arch": "arch3", "model_id": "x"})())
