@@ -177,3 +177,21 @@ def test_lock_names_are_file_safe():
     assert lock_name("beer_2026") == "annotate-beer_2026"
     name = lock_name("a/b c")
     assert "/" not in name and " " not in name and name != lock_name("a_b_c")
+
+
+def test_fitted_ranker_gives_rank_1_confidence(suspect_lake, tmp_path, pesticides_mgf):
+    from speclake.serving.annotate.rankers import RankerSettings, fit_ranker, list_rankers
+
+    src, _ = suspect_lake
+    lake = tmp_path / "lake"
+    shutil.copytree(src, lake, ignore=shutil.ignore_patterns("_staging"))
+    fit_ranker(lake, RankerSettings(max_formulas=2))
+    ranker_id = list_rankers(lake)[0]["ranker_id"]
+    report = annotate_study([pesticides_mgf], lake, "fitted", AnnotateSettings(top_k=3))
+    assert report.method == ranker_id and not any("ranker" in m for m in report.missing)
+    by_rank = _sql(lake, "SELECT rank = 1, count(*), count(confidence), min(confidence), max(confidence), "
+                         "count(DISTINCT method) FROM annotations WHERE study='fitted' AND status='annotated' "
+                         "GROUP BY 1 ORDER BY 1 DESC")
+    assert by_rank[0][0] and by_rank[0][1] == by_rank[0][2] == report.n_annotated, "every rank-1 row has a confidence"
+    assert 0.0 <= by_rank[0][3] <= by_rank[0][4] <= 1.0 and by_rank[0][5] == 1
+    assert all(r[2] == 0 for r in by_rank[1:]), "lower ranks carry none"
