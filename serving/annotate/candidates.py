@@ -161,13 +161,16 @@ class CandidateSource:
 
     def rank_formulas(self, query: Query, cands: list[Candidate]) -> None:
         """Fill formula_rank / formula_score of a query's candidates (top ``max_formulas`` pairs get trees)."""
-        pairs: dict[tuple[str, str], list[float]] = {}
+        count: dict[tuple[str, str], int] = defaultdict(int)
+        best_ppm: dict[tuple[str, str], float] = {}
+        rank: dict[tuple[str, str], int] = {}
         for c in cands:
-            pairs.setdefault((c.formula, c.adduct), [0, float("inf"), c.adduct_rank])
-            p = pairs[(c.formula, c.adduct)]
-            p[0] -= 1
-            p[1] = min(p[1], abs(c.mass_error_ppm))
-        chosen = sorted(pairs, key=lambda k: tuple(pairs[k]))
+            key = (c.formula, c.adduct)
+            count[key] += 1
+            best_ppm[key] = min(best_ppm.get(key, float("inf")), abs(c.mass_error_ppm))
+            rank[key] = c.adduct_rank
+        # most candidates first, then the smallest mass error, then the likelier adduct
+        chosen = sorted(count, key=lambda k: (-count[k], best_ppm[k], rank[k], k))
         if self.max_formulas is not None:
             chosen = chosen[:self.max_formulas]
         if not chosen or not len(query.mz):

@@ -7,8 +7,8 @@
 * ``identity`` / ``analogue``: library analogue evidence as MS2Query does
   (:func:`speclake.training.scoring.analogue_scores`): the score-weighted mean Tanimoto of the
   candidate to the structures of the query's identity / analogue hits; ``identity_top`` /
-  ``analogue_top``: Tanimoto to the best hit's structure times that hit's score (hits of spectra
-  outside the library, e.g. other splits, are ignored);
+  ``analogue_top``: Tanimoto to the best hit's structure times that hit's score, over the first
+  ``max_hits`` hits of spectra in the library (hits of other spectra, e.g. other splits, are skipped);
 * ``tree_gap``: best tree score of the query minus the candidate's (formula, adduct) tree score
   (:data:`TREE_GAP_CAP` without a tree), ``formula_top``: 1 for the best-ranked formula;
 * ``abs_ppm``: absolute precursor mass error; ``adduct_logprior``: log P(adduct | ion mode) from the lake.
@@ -147,8 +147,9 @@ class EvidenceBuilder:
 
     def __init__(self, reference: LibraryReference, priors: Mapping[str, Mapping[str, float]], *,
                  cache: FingerprintCache | None = None, prior_cache_size: int = 500_000,
-                 models: Sequence["ModelScorer"] = ()) -> None:
+                 models: Sequence["ModelScorer"] = (), max_hits: int = 10) -> None:
         self.reference = reference
+        self.max_hits = max_hits
         self.priors = priors
         self.models = list(models)
         self.names: tuple[str, ...] = FEATURES + tuple(m.feature for m in self.models)
@@ -194,7 +195,7 @@ class EvidenceBuilder:
             while len(self._prior) > self._prior_max:
                 self._prior.popitem(last=False)
 
-    def prior(self, cands: Sequence[Candidate], fps: np.ndarray | None = None) -> np.ndarray:
+    def prior(self, cands: Sequence[Candidate]) -> np.ndarray:
         """Library prior of each candidate (cached per InChIKey-14; 1.0 for a library structure)."""
         self.warm_priors(cands)
         return np.array([1.0 if c.inchikey14 in self.reference.key_row else self._prior[c.inchikey14]
@@ -207,6 +208,8 @@ class EvidenceBuilder:
             if r is not None and h.spectrum_id != query_id and math.isfinite(h.score):
                 rows.append(r)
                 sims.append(float(h.score))
+                if len(rows) == self.max_hits:
+                    break
         if not rows:
             return np.zeros(len(fps)), np.zeros(len(fps))
         tan = M.tanimoto_matrix(fps, self.reference.fps[rows]).astype(np.float64)
@@ -224,7 +227,7 @@ class EvidenceBuilder:
         if n == 0:
             return X
         fps = self.fps.get([c.smiles for c in cands])
-        X[:, 0] = self.prior(cands, fps)
+        X[:, 0] = self.prior(cands)
         for j, mode in enumerate(HIT_MODES):
             w, top = self._hit_features((hits or {}).get(mode) or (), fps, query.query_id)
             X[:, 1 + 2 * j], X[:, 2 + 2 * j] = w, top

@@ -183,7 +183,9 @@ def _prepare(lake: Any, split: str, settings: RankerSettings, source: Any, build
     queries, truths = lake_queries(lake, split, settings.split, cap, settings.seed)
     if progress:
         progress(f"{split}: {len(queries)} queries")
-    hits = library_hits(lake, queries, top_k=settings.library_top_k, precursor_ppm=settings.ppm)
+    # 3x the hits: those of validation/test spectra are skipped by the training-split library, so each
+    # query keeps about library_top_k usable hits, as in annotation where every lake spectrum counts
+    hits = library_hits(lake, queries, top_k=3 * settings.library_top_k, precursor_ppm=settings.ppm)
     t1, c1 = time.perf_counter(), time.process_time()
     cands = source.candidates(queries)
     X = builder.matrices(queries, cands, hits)
@@ -259,7 +261,8 @@ def fit_ranker(lake: str | os.PathLike[str], settings: RankerSettings | None = N
     settings = settings or RankerSettings()
     t_start = time.perf_counter()
     builder = EvidenceBuilder(LibraryReference.from_lake(lake, splits=("train",), split_settings=settings.split),
-                              adduct_priors(lake), models=model_scorers(lake, settings.models, settings.split))
+                              adduct_priors(lake), models=model_scorers(lake, settings.models, settings.split),
+                              max_hits=settings.library_top_k)
     names = builder.names
     opened = (contextlib.nullcontext(source) if source is not None else
               CandidateSource.open(lake, settings.index_name, settings.ppm, max_formulas=settings.max_formulas))
