@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                          max_baseline_train=args.max_baseline_train,
                          baseline={"rf_trees": args.rf_trees},
                          baselines=tuple(b for b in args.baselines.split(",") if b)),
-                     plot_path=lake / "reports" / "training_bench.png", progress=True)
+                     plot_path=lake / "reports" / "training_bench.png", progress=None)
     print(f"\nevaluation: {time.perf_counter() - t0:.0f} s")
     print(format_comparison(table))
     return 0

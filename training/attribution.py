@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import pyarrow as pa
 
 from .encoding import BinSettings, bin_spectrum
 from .eval_report import save_figure

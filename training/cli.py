@@ -60,19 +60,20 @@ def train_cmd(arch: str, lake_dir: Path, workers: int | None, gpu: bool | None, 
     speclake train --arch arch1 --lake mylake --workers 2 --epochs 20
     speclake train --arch arch5 --lake mylake --gpu --resume
     """
+    from speclake.progress import stage_bar
     from speclake.training.trainer import train_model
 
     settings = _base_settings(arch, settings_file, {"num_workers": workers, "use_gpu": gpu, "epochs": epochs,
                                                     "cpus_per_worker": cpus_per_worker,
                                                     "batch_size": batch_size, "lr": lr, "patience": patience})
 
-    def epoch_line(h: dict) -> None:
+    with stage_bar(f"train {arch}", ["examples", "training", "epoch", "register"]) as progress:
+        result = train_model(lake_dir, settings, resume=resume, model_id=model_id, ray_address=ray_address,
+                             num_cpus=num_cpus, progress=progress)
+    m = result.metrics
+    for h in m["history"]:
         click.echo(f"  epoch {h['epoch']:>3}  train loss {h['train_loss']:.4f}  val loss {h['val_loss']:.4f}  "
                    f"{h['spectra_per_s']:.0f} spectra/s", err=True)
-
-    result = train_model(lake_dir, settings, resume=resume, model_id=model_id, ray_address=ray_address,
-                         num_cpus=num_cpus, progress=epoch_line)
-    m = result.metrics
     click.echo(f"model {result.model_id}: {m['epochs']} epochs, best validation loss {m['best_val_loss']:.4f} "
                f"(epoch {m['best_epoch']}), {m['spectra_per_s']:.0f} spectra/s -> {result.path}")
 

@@ -9,7 +9,7 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Sequence, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +22,7 @@ from speclake.pipelines.features.descriptors import compute_descriptors
 from . import metrics as M
 from .candidates import ensure_index
 from .eval_settings import EvaluationSettings
+from speclake.lake.run import Progress
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +158,12 @@ def prepare_candidate_index(lake: Lake, structures: Sequence[str | os.PathLike[s
     return files
 
 
-def progress_bar(items: Any, show: bool, desc: str) -> Any:
-    """``items``, wrapped in a transient tqdm bar when ``show``."""
-    if not show:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, leave=False)
+def progress_bar(items: Sequence[Any], progress: Progress | None, desc: str) -> Iterator[Any]:
+    """``items``, each reported to ``progress`` as ``(desc, done, total)``."""
+    total = len(items)
+    for i, item in enumerate(items):
+        if progress is not None:
+            progress(desc, i, total)
+        yield item
+    if progress is not None:
+        progress(desc, total, total)

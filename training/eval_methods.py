@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from speclake.lake.catalog import Lake
 
+from speclake.lake.run import Progress
 from .baselines import fit_baseline
 from .encoding import DescriptorSpace
 from .eval_data import progress_bar, take_subset
@@ -119,7 +120,7 @@ def _model_id(entry: Any) -> str:
     return str(entry.model_id)
 
 
-def classical_methods(train: pa.Table, settings: EvaluationSettings, progress: bool = False) -> list[Method]:
+def classical_methods(train: pa.Table, settings: EvaluationSettings, progress: Progress | None = None) -> list[Method]:
     """Fit the classical baselines on the training examples."""
     if not settings.baselines:
         return []
@@ -157,7 +158,7 @@ def reference_methods() -> list[Method]:
 
 
 def methods_to_score(lake: Lake, model_ids: Sequence[str] | None, extra_models: Sequence[Any], train: pa.Table,
-                     settings: EvaluationSettings, progress: bool = False) -> list[Method]:
+                     settings: EvaluationSettings, progress: Progress | None = None) -> list[Method]:
     """Every model-like method of a run: ``extra_models``, registered models, classical baselines, library searches."""
     methods = [model_method(m) for m in extra_models] + neural_methods(lake, model_ids, settings.split)
     return methods + classical_methods(train, settings, progress) + library_methods(settings)

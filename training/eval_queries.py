@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
+from speclake.lake.run import Progress
 from .encoding import DescriptorSpace
 from .eval_data import QuerySet, progress_bar
 from .eval_methods import LIBRARY_METHODS, Method
@@ -21,7 +22,7 @@ def _peaks(row: dict[str, Any]) -> Any:
 
 
 def library_hits(queries: pa.Table, library: pa.Table, library_fps: np.ndarray, *, k: int, tolerance: float,
-                 similarity: str = "modified_cosine", progress: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+                 similarity: str = "modified_cosine", progress: Progress | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per query: similarity of its top-``k`` same-ion-mode library spectra and their structures' fingerprints."""
     from speclake.pipelines.features import similarity as sim
 
@@ -63,7 +64,7 @@ def embedding_hits(q_emb: np.ndarray, q_modes: Sequence[str], lib_emb: np.ndarra
 
 
 def prepare_queries(qs: QuerySet, methods: list[Method], library: pa.Table, library_fps: np.ndarray,
-                    settings: EvaluationSettings, progress: bool) -> None:
+                    settings: EvaluationSettings, progress: Progress | None) -> None:
     """Predictions, library hits and spectrum embeddings of one query set (candidate-independent)."""
     for m in methods:
         if m.kind == "descriptor":
@@ -103,7 +104,7 @@ def weigh_descriptors(methods: Sequence[Method], validation: QuerySet | None, se
 
 
 def query_sets(test: pa.Table, validation: pa.Table, methods: Sequence[Method], library: pa.Table,
-               library_fps: np.ndarray, settings: EvaluationSettings, progress: bool = False) -> dict[str, QuerySet]:
+               library_fps: np.ndarray, settings: EvaluationSettings, progress: Progress | None = None) -> dict[str, QuerySet]:
     """The test and (when not empty) validation query sets, prepared for every method."""
     sets = {name: QuerySet.of(name, tab) for name, tab in (("test", test), ("validation", validation)) if tab.num_rows}
     for qs in sets.values():

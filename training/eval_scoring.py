@@ -12,6 +12,7 @@ import numpy as np
 
 from speclake.pipelines.features.descriptors import DescriptorSettings as FingerprintSettings
 
+from speclake.lake.run import Progress
 from . import metrics as M
 from .candidates import CandidateSets, candidate_sets, open_catalog
 from .eval_data import QUERY_COLUMNS, QuerySet, progress_bar, structure_rows
@@ -168,7 +169,7 @@ def mode_setup(catalog: Any, qs: QuerySet, mode: str, train_fps: np.ndarray, fp:
 
 
 def score_mode(mode: str, methods: list[Method], sets: dict[str, QuerySet], setups: dict[str, ScoredMode],
-               settings: EvaluationSettings, rng: np.random.Generator, progress: bool) -> list[dict[str, Any]]:
+               settings: EvaluationSettings, rng: np.random.Generator, progress: Progress | None) -> list[dict[str, Any]]:
     """model_metrics rows of every method (and its +prior form) on the test candidates of one mode."""
     qs, sm = sets["test"], setups["test"]
     val_set, vsm = sets.get("validation"), setups.get("validation")
@@ -192,7 +193,7 @@ def score_mode(mode: str, methods: list[Method], sets: dict[str, QuerySet], setu
 
 def score_modes(lake_root: Path, sets: dict[str, QuerySet], methods: list[Method], train_fps: np.ndarray,
                 fp: FingerprintSettings, settings: EvaluationSettings, record: dict[str, Any],
-                progress: bool = False) -> list[dict[str, Any]]:
+                progress: Progress | None = None) -> list[dict[str, Any]]:
     """model_metrics rows of every method in every candidate mode (candidate counts go into ``record``)."""
     catalog = open_catalog(lake_root, settings.index_name)
     cache: dict[str, dict[str, Any]] = {}

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import pyarrow as pa
 
 from speclake.lake.catalog import Lake
-from speclake.lake.run import Run
+from speclake.lake.run import Progress, Run
 
 from .eval_data import (PARALLEL_STRUCTURES, QUERY_COLUMNS, QuerySet, fingerprint_settings, load_split_examples,
                         prepare_candidate_index, structure_rows, train_fingerprints)
@@ -53,7 +53,7 @@ def evaluate(
     settings: EvaluationSettings | None = None,
     *,
     plot_path: str | os.PathLike[str] | None = None,
-    progress: bool = False,
+    progress: Progress | None = None,
     extra_models: Sequence[Any] = (),
 ) -> pa.Table:
     """Evaluate registered models (``model_ids``, default all), baselines, library search and references.
@@ -61,12 +61,12 @@ def evaluate(
     Returns this run's ``model_metrics`` rows (also appended to the lake table). ``structures``
     files are added to the structure index first. ``extra_models`` (objects with the
     :class:`~speclake.training.registry.LoadedModel` API) are scored like registered models.
-    ``progress`` shows progress bars of the long steps.
+    ``progress(stage, done, total)`` hears of every stage and of the long loops inside them.
     """
     settings = settings or EvaluationSettings()
     lake = Lake(lake_dir)
     report = EvaluationReport(structures=[str(s) for s in structures])
-    with Run(lake, "evaluation", settings, report, lock=None) as run:
+    with Run(lake, "evaluation", settings, report, progress=progress, lock=None) as run:
         with run.stage("examples"):
             data = load_split_examples(lake, settings)
             train, val, test = data["train"], data["validation"], data["test"]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import click
 
@@ -56,6 +55,7 @@ def evaluate_cmd(lake_dir: str, structures: tuple[str, ...], models: str | None,
     """
     import json
 
+    from speclake.progress import stage_bar
     from speclake.training.evaluate import EvaluationSettings, evaluate, format_comparison, run_plot_path
     from speclake.training.split import SplitSettings
 
@@ -74,7 +74,9 @@ def evaluate_cmd(lake_dir: str, structures: tuple[str, ...], models: str | None,
         over["split"] = {**base.get("split", SplitSettings().model_dump()), "seed": split_seed}
     settings = EvaluationSettings.model_validate({**base, **over})
     click.echo(f"evaluating {lake_dir} ({', '.join(settings.candidate_modes)} candidates) ...", err=True)
-    table = evaluate(lake_dir, _csv(models), structures, settings, plot_path=plot, progress=sys.stderr.isatty())
+    with stage_bar("evaluate", ["examples", "structure index", "methods", "queries", "scoring", "write", "plot"]
+                   ) as progress:
+        table = evaluate(lake_dir, _csv(models), structures, settings, plot_path=plot, progress=progress)
     run_id = table.column("evaluation_run_id")[0].as_py()
     click.echo(format_comparison(table))
     click.echo(f"\nrun {run_id}: {table.num_rows} rows appended to model_metrics; plot "

@@ -18,14 +18,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from speclake.infra.ray import RaySettings, cluster_cpus, ray_session
 from speclake.lake.catalog import Lake
-from speclake.lake.run import Run, RunError, RunReport
+from speclake.lake.run import Progress, Run, RunError, RunReport
 from speclake.training.data import Examples, load_examples, negative_pool, require_inputs
 from speclake.training.encoding import BinSettings, DescriptorSettings
 from speclake.training.models import ARCH_KIND, ModelContext, arch_settings, check_arch
@@ -340,18 +340,19 @@ def unfinished_run(lake_dir: str | Path, arch: str) -> str | None:
 
 def train_model(lake_dir: str | Path, settings: RunSettings, *, resume: bool = False, model_id: str | None = None,
                 ray_address: str | None = None, num_cpus: int | None = None,
-                progress: Callable[[dict], None] | None = None) -> TrainResult:
+                progress: Progress | None = None) -> TrainResult:
     """Train one model under Ray Train and register it; see the module docstring.
 
     Refused (:class:`~speclake.training.data.MissingInputError`) when no training spectrum has the
     inputs of ``settings.arch``; a run that saw no training example is not registered. ``progress``
-    gets each epoch's metrics. The run record (kind ``training``) holds a :class:`TrainingReport`;
+    hears of each stage and each finished epoch (``("epoch", epoch, epochs)``); the epochs' losses
+    are in the result's ``metrics["history"]``. The run record (kind ``training``) holds a :class:`TrainingReport`;
     the lake lock is not held while training.
     """
     from speclake.training.registry import new_model_id, save_model
 
     report = TrainingReport(arch=settings.arch, resumed=resume)
-    with Run(Lake(lake_dir), "training", settings, report, lock=None) as run:
+    with Run(Lake(lake_dir), "training", settings, report, progress=progress, lock=None) as run:
         with run.stage("examples"):
             examples = load_examples(lake_dir, settings.split, settings.ms_level)
             report.examples = dict(examples.counts)
@@ -367,8 +368,8 @@ def train_model(lake_dir: str | Path, settings: RunSettings, *, resume: bool = F
             ctx, run.settings, state, ts = _fit(lake_dir, examples, settings, model_id, resume)
         metrics = trained_metrics(model_id, state, ts)
         report.add_metrics(metrics)
-        for h in metrics["history"] if progress else ():
-            progress(h)
+        for h in metrics["history"]:
+            run.note("epoch", int(h["epoch"]), int(metrics["epochs"]))
         with run.stage("register"):
             path = save_model(lake_dir, model_id, ctx, state["best_model"] or state["model"],
                               run.settings.model_dump(mode="json"), examples.split_record(), metrics)
