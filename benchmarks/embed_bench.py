@@ -42,10 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
-    import pyarrow as pa
     import ray
 
     from speclake.index.build import BuildReport, build_index
+    from speclake.infra.ray import ensure_ray
     from speclake.index.search import StructureIndex, index_dir, read_manifest
     from speclake.index.settings import IndexSettings
     from speclake.lake import sql
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = IndexSettings(embedding="arch5", embedding_model=model, num_cpus=args.num_cpus,
                                  shard_target_size=max(50_000, args.limit // 4), flat_max=20_000)
         t0 = time.perf_counter()
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+        ensure_ray(num_cpus=args.num_cpus)
         report = build_index(sources, args.workdir / "lake", settings=settings)
         build_s = time.perf_counter() - t0
         ray.shutdown()

@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     from rdkit.Chem import rdFingerprintGenerator
 
     from speclake.index.build import build_index
+    from speclake.infra.ray import ensure_ray
     from speclake.index.search import StructureIndex, index_dir
     from speclake.index.settings import IndexSettings
     from speclake.pipelines.normalize.masses import ppm_window
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = IndexSettings(num_cpus=args.num_cpus, shard_target_size=args.shard_size)
         log.info("building over %s", [str(s) for s in sources])
         t0 = time.perf_counter()
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+        ensure_ray(num_cpus=args.num_cpus)
         t_ray = time.perf_counter() - t0
         report = build_index(sources, lake, settings=settings)
         build_s = time.perf_counter() - t0

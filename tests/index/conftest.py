@@ -18,9 +18,12 @@ def ray_local():
     """A local Ray with 2 CPUs for the whole session, shut down at the end."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    from speclake.infra.ray import ensure_ray
+
+    started = ensure_ray(num_cpus=2)
     yield ray
-    ray.shutdown()
+    if started:
+        ray.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -33,9 +33,9 @@ def ray_session():
     """One local Ray with 2 CPUs for every training test; shut down at the end."""
     import ray
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from speclake.infra.ray import ensure_ray
+
+    started = ensure_ray(num_cpus=2)
     yield ray
     if started:
         ray.shutdown()
