@@ -148,19 +148,39 @@ def _table(rows: list[dict[str, Any]], schema: pa.Schema, **const: Any) -> pa.Ta
     return pa.table({n: pa.array(v, schema.field(n).type) for n, v in cols.items()}, schema=schema)
 
 
-def _annotate_local(annotator: Annotator, queries: list, batch_size: int, tick) -> tuple[list, list]:
-    rows: list[dict[str, Any]] = []
-    errors: list[dict[str, Any]] = []
+@dataclass
+class _FileRows:
+    """A file's output, gathered batch by batch: annotation rows as Arrow tables (not millions of dicts)."""
+
+    const: dict[str, Any]
+    tables: list[pa.Table] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    annotated: int = 0
+    empty: int = 0
+    rows: int = 0
+
+    def add(self, rows: list[dict[str, Any]], errors: list[dict[str, Any]]) -> int:
+        """Add one batch; returns the scans it accounts for."""
+        scans = {(r["query_id"], r["record_locator"]) for r in rows}
+        empty = sum(1 for r in rows if r["status"] == "no_candidates")
+        self.annotated += len(scans) - empty
+        self.empty += empty
+        self.rows += len(rows)
+        self.errors += errors
+        if rows:
+            self.tables.append(_table(rows, ANNOTATIONS, **self.const))
+        return len(scans) + len(errors)
+
+    def annotations(self) -> pa.Table:
+        return pa.concat_tables(self.tables) if self.tables else _table([], ANNOTATIONS, **self.const)
+
+
+def _annotate_local(annotator: Annotator, queries: list, batch_size: int, out: _FileRows, tick) -> None:
     for start in range(0, len(queries), batch_size):
-        batch = queries[start:start + batch_size]
-        r, e = annotator.annotate(batch)
-        rows += r
-        errors += e
-        tick(len(batch))
-    return rows, errors
+        tick(out.add(*annotator.annotate(queries[start:start + batch_size])))
 
 
-def _annotate_ray(lake_dir: str, settings: AnnotateSettings, queries: list, tick) -> tuple[list, list]:
+def _annotate_ray(lake_dir: str, settings: AnnotateSettings, queries: list, out: _FileRows, tick) -> None:
     """The same batches through Ray Data: one :class:`~.steps.RayAnnotator` actor per CPU (at most one per batch)."""
     import pickle
 
@@ -177,21 +197,25 @@ def _annotate_ray(lake_dir: str, settings: AnnotateSettings, queries: list, tick
     ds = ray.data.from_items(records).map_batches(
         RayAnnotator, fn_constructor_args=(lake_dir, settings.steps()), batch_size=settings.batch_size,
         batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors))
-    rows: list[dict[str, Any]] = []
-    errors: list[dict[str, Any]] = []
-    for out in ds.iter_rows():
-        r, e = pickle.loads(out["payload"])
-        rows += r
-        errors += e
-        tick(len({(x["source_file"], x["query_id"], x["record_locator"]) for x in r}) + len(e))
-    return rows, errors
+    for row in ds.iter_rows():
+        tick(out.add(*pickle.loads(row["payload"])))
 
 
-def _count(rows: list[dict[str, Any]]) -> tuple[int, int]:
-    """Scans with ranked candidates and scans with a no_candidates row, among ``rows``."""
-    annotated = {(r["query_id"], r["record_locator"]) for r in rows if r["status"] == "annotated"}
-    empty = sum(1 for r in rows if r["status"] == "no_candidates")
-    return len(annotated), empty
+def _commit_file(run: Run, path: Path, sha: str, file_no: int, n_scans: int, read_errors: list[dict[str, Any]],
+                 out: _FileRows) -> dict[str, Any]:
+    """Write a finished file's annotations, errors and ledger row, and commit them together (one atomic
+    catalog replace); returns the file's report entry."""
+    errors = read_errors + out.errors
+    entry = {"source_file": str(path), "file_sha256": sha, "status": "annotated", "n_scans": n_scans,
+             "n_annotated": out.annotated, "n_no_candidates": out.empty, "n_errors": len(errors)}
+    ledger = {k: v for k, v in entry.items() if k != "status"}
+    ledger["finished_at"] = datetime.now(timezone.utc)
+    suffix = f"-{file_no}"
+    run.write_part("annotations", out.annotations(), suffix=suffix)
+    run.write_part("annotation_errors", _table(errors, ANNOTATION_ERRORS, **out.const), suffix=suffix)
+    run.write_part("annotation_files", _table([ledger], ANNOTATION_FILES, **out.const), suffix=suffix)
+    run.commit()
+    return entry
 
 
 def annotate_study(files: Sequence[str | os.PathLike[str]], lake: str | os.PathLike[str], study: str,
@@ -244,6 +268,7 @@ def annotate_study(files: Sequence[str | os.PathLike[str]], lake: str | os.PathL
                     t_read = run.lap("read", t0)
                     seen["read"] += qf.n_scans
                     tick(len(qf.errors))
+                    out = _FileRows({"study": study, "annotation_run_id": run.run_id})
                     if len(qf.queries) > settings.ray_min_scans:
                         if not ray_started:  # first big file: start (or join) Ray once for the run
                             from speclake.infra.ray import ray_session
@@ -251,39 +276,24 @@ def annotate_study(files: Sequence[str | os.PathLike[str]], lake: str | os.PathL
                             engines.enter_context(ray_session(address=settings.ray_address,
                                                               num_cpus=settings.num_cpus))
                         engine = "ray"
-                        rows, errors = _annotate_ray(str(lake_obj.root), settings, qf.queries, tick)
+                        _annotate_ray(str(lake_obj.root), settings, qf.queries, out, tick)
                     else:
                         engine = "local"
-                        rows, errors = _annotate_local(annotator, qf.queries, settings.batch_size, tick)
+                        _annotate_local(annotator, qf.queries, settings.batch_size, out, tick)
                     t_ann = run.lap("annotate", t_read)
-                    errors = qf.errors + errors
-                    n_ann, n_empty = _count(rows)
-                    const = {"study": study, "annotation_run_id": run.run_id}
-                    ledger = [{"source_file": str(path), "file_sha256": sha, "n_scans": qf.n_scans,
-                               "n_annotated": n_ann, "n_no_candidates": n_empty, "n_errors": len(errors),
-                               "finished_at": datetime.now(timezone.utc)}]
-                    run.write_part("annotations", _table(rows, ANNOTATIONS, **const), suffix=f"-{file_no}")
-                    run.write_part("annotation_errors", _table(errors, ANNOTATION_ERRORS, **const),
-                                   suffix=f"-{file_no}")
-                    run.write_part("annotation_files", _table(ledger, ANNOTATION_FILES, **const), suffix=f"-{file_no}")
-                    run.commit()
+                    entry = _commit_file(run, path, sha, file_no, qf.n_scans, qf.errors, out)
                     run.lap("write", t_ann)
                     crash_point(CRASH_AFTER_FILE)
                     work_seconds += time.perf_counter() - t0
                     report.files_annotated += 1
-                    report.n_scans += qf.n_scans
-                    report.n_annotated += n_ann
-                    report.n_no_candidates += n_empty
-                    report.n_errors += len(errors)
-                    report.n_rows += len(rows)
-                    report.files.append({"source_file": str(path), "file_sha256": sha, "status": "annotated",
-                                         "engine": engine, **{k: ledger[0][k] for k in
-                                                              ("n_scans", "n_annotated", "n_no_candidates",
-                                                               "n_errors")},
-                                         "seconds": round(time.perf_counter() - t0, 3)})
-                    if n_ann + n_empty + len(errors) != qf.n_scans:  # a scan vanished: say so loudly
-                        report.warnings.append(f"{path}: {qf.n_scans} scans but {n_ann + n_empty} annotated "
-                                               f"and {len(errors)} errors")
+                    for key in ("n_scans", "n_annotated", "n_no_candidates", "n_errors"):
+                        setattr(report, key, getattr(report, key) + entry[key])
+                    report.n_rows += out.rows
+                    report.files.append({**entry, "engine": engine, "seconds": round(time.perf_counter() - t0, 3)})
+                    if entry["n_annotated"] + entry["n_no_candidates"] + entry["n_errors"] != entry["n_scans"]:
+                        report.warnings.append(f"{path}: {entry['n_scans']} scans but {entry['n_annotated']} "
+                                               f"annotated, {entry['n_no_candidates']} without candidates and "
+                                               f"{entry['n_errors']} errors")  # a scan vanished: say so loudly
             finally:
                 annotator.close()
         report.scans_per_second = round(report.n_scans / work_seconds, 2) if work_seconds > 0 else 0.0

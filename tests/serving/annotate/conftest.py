@@ -51,7 +51,7 @@ END IONS
 def blind_mgf(source: Path, out: Path, n: int | None = None) -> Path:
     """``source`` MGF cut down to TITLE, PEPMASS, CHARGE, IONMODE and peaks (what a blind study gives)."""
     keep = ("BEGIN IONS", "END IONS", "PEPMASS=", "CHARGE=", "IONMODE=")
-    lines, record, title = [], 0, None
+    lines, record = [], 0
     for line in source.read_text().splitlines():
         if line.startswith("BEGIN IONS"):
             record += 1

@@ -12,7 +12,7 @@ from speclake.lake.catalog import Lake
 from speclake.lake.sql import connect
 from speclake.serving.annotate.job import CRASH_AFTER_FILE, AnnotateSettings, annotate_study, finished_files
 from speclake.serving.annotate.queries import read_queries
-from tests.conftest import REPO, SAMPLE, shared_path
+from tests.conftest import REPO, shared_path
 
 
 def _sql(lake, sql, *params):
