@@ -59,8 +59,9 @@ class AnnotateSettings(BaseModel):
     ionmode: str | None = Field(None, description="ion mode of scans whose file gives none (positive|negative)")
     structures: list[str] = Field(default_factory=list, description="structure files added to the index first")
     library_top_k: int = Field(10, ge=1, description="library hits per scan and search mode")
-    # measured on 2 cores (2026-12-05): in process ~120 scans/s; a local Ray costs ~13 s to start with its
-    # actors, so Ray Data pays off from ~3,000 scans of one file (more cores or a cluster: sooner)
+    # measured on 2 cores (2026-12-05, 1,520-scan MGF, lake sample + suspects index): in process 178 scans/s
+    # end to end (~210/s annotate step); through a local Ray with 2 actors 112 scans/s (Ray + actor start
+    # ~9 s), so Ray Data pays off from ~3,000-3,600 scans of one file (more cores or a cluster: sooner)
     ray_min_scans: int = Field(3000, ge=0, description="files with more scans than this go through Ray Data")
     batch_size: int = Field(256, ge=1, description="scans per batch (one library search, one ranker call)")
     ray_address: str | None = Field(None, description="Ray cluster address; None starts a local Ray when needed")
