@@ -178,6 +178,18 @@ def table_spec(name: str) -> TableSpec:
         raise ValueError(f"unknown lake table {name!r}; known tables: {', '.join(sorted(TABLES))}") from None
 
 
+#: Analyst views over lake tables (name -> SELECT), declared by the stages beside their tables and
+#: created by every DuckDB connection of :func:`speclake.lake.sql.connect` after the table views.
+VIEWS: dict[str, str] = {}
+
+
+def register_view(name: str, select_sql: str) -> None:
+    """Declare a view over lake tables (a stage's analyst view, e.g. ``annotations_top1``)."""
+    if name in TABLES:
+        raise ValueError(f"view {name!r} would hide the lake table of the same name")
+    VIEWS[name] = select_sql
+
+
 def register_table(spec: TableSpec) -> None:
     """Add a table declared by a later stage (features, training, index, serving)."""
     if spec.name in TABLES and TABLES[spec.name] != spec:

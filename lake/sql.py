@@ -13,7 +13,7 @@ import duckdb
 import pyarrow as pa
 
 from speclake.lake.catalog import Lake
-from speclake.lake.schema import TABLES, TableSpec
+from speclake.lake.schema import TABLES, VIEWS, TableSpec
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,11 @@ def connect(
         if spec is None and not lake.files(name):
             continue
         con.execute(f"CREATE OR REPLACE VIEW {_quote(name)} AS {view_sql(lake, name, con)}")
+    for name, select in VIEWS.items():  # the stages' analyst views, over the table views
+        try:
+            con.execute(f"CREATE OR REPLACE VIEW {_quote(name)} AS {select}")
+        except duckdb.Error as exc:
+            log.warning("view %s not created: %s", name, exc)
     log.debug("opened DuckDB over %s with views %s", lake.root, sorted(names))
     return con
 

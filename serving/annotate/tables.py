@@ -21,13 +21,14 @@ Example queries (``speclake sql "..." --lake DIR``)::
     SELECT source_file, n_scans, n_annotated + n_no_candidates + n_errors AS accounted FROM annotation_files;
 
 The views of :data:`ANALYST_VIEWS` join rank-1 rows with ``compounds`` and the matched library
-``spectra`` (:func:`create_views` adds them to a DuckDB connection of :func:`speclake.lake.sql.connect`).
+``spectra``; they are registered with the lake, so every :func:`speclake.lake.sql.connect` (and
+``speclake sql``) has them.
 """
 from __future__ import annotations
 
 import pyarrow as pa
 
-from speclake.lake.schema import TableSpec, register_table
+from speclake.lake.schema import TableSpec, register_table, register_view
 
 ANNOTATIONS = pa.schema([
     pa.field("study", pa.string(), nullable=False),
@@ -131,13 +132,8 @@ ANALYST_VIEWS: dict[str, str] = {
 }
 
 
-def create_views(con) -> list[str]:
-    """Add :data:`ANALYST_VIEWS` to a DuckDB connection opened by :func:`speclake.lake.sql.connect`."""
-    made = []
-    for name, sql in ANALYST_VIEWS.items():
-        con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {sql}')
-        made.append(name)
-    return made
+for _name, _select in ANALYST_VIEWS.items():
+    register_view(_name, _select)
 
 
-__all__ = ["ANALYST_VIEWS", "ANNOTATIONS", "ANNOTATION_ERRORS", "ANNOTATION_FILES", "create_views"]
+__all__ = ["ANALYST_VIEWS", "ANNOTATIONS", "ANNOTATION_ERRORS", "ANNOTATION_FILES"]
