@@ -47,6 +47,9 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "annotate": ("speclake.serving.annotate.cli", "annotate_cmd",
                  "Annotate every MS2 scan of study files with ranked structures and a confidence."),
     "export": ("speclake.serving.annotate.cli", "export_group", "Export a study's annotations (SIRIUS/GNPS columns)."),
+    "annotate-prepare": ("speclake.serving.annotate.prepare", "annotate_prepare_cmd",
+                         "Prepare a lake for annotate: descriptors, structure and library indexes, a fitted ranker."),
+    "rankers": ("speclake.serving.annotate.cli", "rankers_cmd", "List the fitted annotation rankers of a lake."),
 }
 
 

@@ -127,4 +127,36 @@ def export_annotations_cmd(study: str, lake_dir: Path, out: Path, rank1: bool) -
     click.echo(f"{n:,} rows of study {study} written to {path}")
 
 
-__all__ = ["annotate_cmd", "export_group"]
+@click.command("rankers")
+@_LAKE
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def rankers_cmd(lake_dir: Path, as_json: bool) -> None:
+    """List the fitted annotation rankers of a lake, newest first (the newest is annotate's default).
+
+    Test hit@1 of each ranker beside the library prior on the same candidates, and the expected
+    calibration error of its confidence on the test split. Fit one with `speclake annotate-prepare`.
+    """
+    import json
+
+    from speclake.cli import format_table
+    from speclake.serving.annotate.rankers import list_rankers
+
+    rankers = list_rankers(lake_dir)
+    if as_json:
+        click.echo(json.dumps(rankers, indent=2))
+        return
+    if not rankers:
+        click.echo(f"no fitted ranker in {lake_dir}: annotate uses library+prior (no confidence); "
+                   f"fit one with `speclake annotate-prepare --lake {lake_dir}`")
+        return
+
+    def hit1(summary: dict | None) -> float | None:
+        return None if not summary else summary.get("hit1")
+
+    rows = [(r["ranker_id"], r["created"] or "", (r["test"] or {}).get("n"), hit1(r["test"]), hit1(r["prior"]),
+             r["ece"]) for r in rankers]
+    click.echo(format_table(["ranker", "created", "n test", "hit@1", "prior hit@1", "ECE"], rows, len(rows),
+                            width=60))
+
+
+__all__ = ["annotate_cmd", "export_group", "rankers_cmd"]

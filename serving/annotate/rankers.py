@@ -9,7 +9,10 @@ it was fitted on, all of the validation split).
 
 :func:`fit_ranker` fits the fusion on validation-split lake spectra only (blind queries: precursor
 m/z, ion mode and peaks; candidates from the structure index; library = training-split spectra),
-cross-fitted over 2 structure-disjoint folds so the calibration sees out-of-fold scores.
+cross-fitted over 2 structure-disjoint folds so the calibration sees out-of-fold scores. It is one
+:class:`~speclake.lake.run.Run` of kind ``ranker`` (no lake lock: it writes only its own folder), with a
+:class:`RankerReport` in the run record; ``settings.json`` also records the lake ``inputs`` it was fitted
+on (:func:`lake_inputs`), so ``speclake annotate-prepare`` can tell an up-to-date ranker from a stale one.
 
 :func:`load_ranker` gives the newest fitted ranker; on a lake without one, the **fallback**
 ``library+prior``: z-scored library analogue evidence + 1.0 x library prior
@@ -23,13 +26,16 @@ import os
 import secrets
 import shutil
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from speclake.lake.catalog import Lake
+from speclake.lake.run import Progress, Run, RunReport
 from speclake.training.split import SplitSettings
 
 from .calibration import IsotonicCalibrator, calibration_report
@@ -65,6 +71,19 @@ class RankerSettings(BaseModel):
     models: list[str] | None = Field(None, description="registered models used as evidence; None: every model "
                                      "of a supported architecture trained on `split`; []: none")
     seed: int = 0
+
+
+@dataclass
+class RankerReport(RunReport):
+    """What a ranker fit did (the run record of kind ``ranker``)."""
+
+    ranker_id: str = ""
+    queries: dict[str, int] = field(default_factory=dict)    # validation / test queries
+    structures: dict[str, int] = field(default_factory=dict)  # validation / test InChIKey-14
+    #: test hit@1/5/20 (all queries) of fused, prior, library+prior and random; calibration: ECE and
+    #: precision of rank-1 hits with confidence >= 0.5 / 0.8 / 0.9
+    test: dict[str, dict[str, float]] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
 
 
 class Ranker:
@@ -128,15 +147,18 @@ def rankers_root(lake: str | os.PathLike[str]) -> Path:
 
 
 def list_rankers(lake: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Fitted rankers of the lake, newest first: ranker_id, created, path and the test summary."""
+    """Fitted rankers of the lake, newest first: ranker_id, created, path, the test summary of the ranker
+    (``test``) and of the library prior (``prior``) on the same candidates, and the test ECE (``ece``)."""
     root = rankers_root(lake)
     out = []
     for d in sorted(root.glob("*/settings.json")) if root.is_dir() else []:
         info = json.loads(d.read_text())
         m = d.parent / "metrics.json"
-        metrics = json.loads(m.read_text()) if m.is_file() else {}
+        test = (json.loads(m.read_text()) if m.is_file() else {}).get("test") or {}
+        methods = test.get("methods", {})
         out.append({"ranker_id": d.parent.name, "created": info.get("created"), "path": str(d.parent),
-                    "test": (metrics.get("test") or {}).get("methods", {}).get("fused", {}).get("all")})
+                    "test": methods.get("fused", {}).get("all"), "prior": methods.get("prior", {}).get("all"),
+                    "ece": (test.get("calibration") or {}).get("ece")})
     return sorted(out, key=lambda r: (r["created"] or "", r["ranker_id"]), reverse=True)
 
 
@@ -155,7 +177,7 @@ def load_ranker(lake: str | os.PathLike[str], method: str | None = None) -> Rank
     if method is None:
         if not fitted:
             log.warning("%s has no fitted ranker: using the uncalibrated %s fallback (no confidence); fit one "
-                        "with speclake.serving.annotate.rankers.fit_ranker", lake, FALLBACK)
+                        "with `speclake annotate-prepare --lake %s`", lake, FALLBACK, lake)
             return Ranker(FALLBACK, _builder(lake))
         method = fitted[0]["ranker_id"]
     if method == FALLBACK:
@@ -174,15 +196,31 @@ def load_ranker(lake: str | os.PathLike[str], method: str | None = None) -> Rank
     return Ranker(method, _builder(lake, [f.partition(":")[2] for f in extra]), fusion, cal, metrics)
 
 
+def lake_inputs(lake: str | os.PathLike[str], index_name: str = "fingerprint") -> dict[str, Any]:
+    """What a ranker fit reads from the lake: table versions (spectra, compounds, descriptors) and the
+    structure index version; a ranker fitted on other inputs is stale."""
+    from speclake.index.search import IndexNotFound, index_dir, read_manifest
+
+    lk = Lake(lake)
+    out: dict[str, Any] = {}
+    for table in ("spectra", "compounds", "descriptors"):
+        tv = lk.current(table)
+        out[table] = tv.version if tv is not None else None
+    try:
+        out["index"] = read_manifest(index_dir(lake, index_name)).get("run_id")
+    except IndexNotFound:
+        out["index"] = None
+    return out
+
+
 # -- fitting ------------------------------------------------------------------------------------------
 def _prepare(lake: Any, split: str, settings: RankerSettings, source: Any, builder: EvidenceBuilder,
-             progress: Callable[[str], None] | None) -> dict[str, Any]:
+             ) -> dict[str, Any]:
     """Queries of one split with candidates, hits, evidence and the truth's row."""
     t0 = time.perf_counter()
     cap = settings.max_validation if split == "validation" else settings.max_test
     queries, truths = lake_queries(lake, split, settings.split, cap, settings.seed)
-    if progress:
-        progress(f"{split}: {len(queries)} queries")
+    log.info("ranker fit, %s: %d queries", split, len(queries))
     # 3x the hits: those of validation/test spectra are skipped by the training-split library, so each
     # query keeps about library_top_k usable hits, as in annotation where every lake spectrum counts
     hits = library_hits(lake, queries, top_k=3 * settings.library_top_k, precursor_ppm=settings.ppm)
@@ -245,11 +283,32 @@ def _random_metrics(data: dict[str, Any], novelty: np.ndarray) -> dict[str, Any]
 
 
 def fit_ranker(lake: str | os.PathLike[str], settings: RankerSettings | None = None,
-               progress: Callable[[str], None] | None = None, *, source: Any = None) -> tuple[str, dict[str, Any]]:
+               progress: Progress | None = None, *, source: Any = None) -> tuple[str, dict[str, Any]]:
     """Fit, calibrate, evaluate and register a fused ranker; returns (ranker_id, metrics).
 
+    One run of kind ``ranker`` (stages ``evidence``, ``validation``, ``test``, ``fit``, ``evaluate``,
+    ``register``; ``progress(stage, done, total)``), its :class:`RankerReport` in the run record.
     ``source``: a :class:`.candidates.CandidateSource` to use instead of the lake's structure index
     ``settings.index_name`` (benchmarks; the caller closes it)."""
+    settings = settings or RankerSettings()
+    report = RankerReport()
+    with Run(Lake(lake), "ranker", settings, report, progress=progress, lock=None) as run:
+        ranker_id, metrics = _fit(lake, settings, source, run)
+        metrics["run_id"] = run.run_id
+        report.ranker_id = ranker_id
+        report.queries = {s: metrics[s]["n_queries"] for s in ("validation", "test")}
+        report.structures = {s: metrics[s]["n_structures"] for s in ("validation", "test")}
+        methods = metrics["test"]["methods"]
+        report.test = {m: methods[m]["all"] for m in ("fused", "prior", FALLBACK, "random") if m in methods}
+        cal = metrics["test"]["calibration"]
+        report.calibration = {"n": cal["n"], "ece": cal["ece"],
+                              "above": {str(a["threshold"]): {"n": a["n"], "precision": a["precision"]}
+                                        for a in cal["above"]}}
+    return ranker_id, metrics
+
+
+def _fit(lake: str | os.PathLike[str], settings: RankerSettings, source: Any, run: Run) -> tuple[str, dict[str, Any]]:
+    """The body of :func:`fit_ranker`, each step a stage of ``run``."""
     import contextlib
 
     from speclake.training.split import assign_split
@@ -258,22 +317,26 @@ def fit_ranker(lake: str | os.PathLike[str], settings: RankerSettings | None = N
     from .evidence import model_scorers
     from .precursor import adduct_priors
 
-    settings = settings or RankerSettings()
     t_start = time.perf_counter()
-    builder = EvidenceBuilder(LibraryReference.from_lake(lake, splits=("train",), split_settings=settings.split),
-                              adduct_priors(lake), models=model_scorers(lake, settings.models, settings.split),
-                              max_hits=settings.library_top_k)
+    inputs = lake_inputs(lake, settings.index_name)
+    with run.stage("evidence"):
+        builder = EvidenceBuilder(LibraryReference.from_lake(lake, splits=("train",), split_settings=settings.split),
+                                  adduct_priors(lake), models=model_scorers(lake, settings.models, settings.split),
+                                  max_hits=settings.library_top_k)
     names = builder.names
     opened = (contextlib.nullcontext(source) if source is not None else
               CandidateSource.open(lake, settings.index_name, settings.ppm, max_formulas=settings.max_formulas))
     with opened as src:
-        val = _prepare(lake, "validation", settings, src, builder, progress)
-        test = _prepare(lake, "test", settings, src, builder, progress)
+        with run.stage("validation"):
+            val = _prepare(lake, "validation", settings, src, builder)
+        with run.stage("test"):
+            test = _prepare(lake, "test", settings, src, builder)
     keys = [t["inchikey14"] for t in val["truths"]]
     wrong = sorted({k for k in keys if assign_split(k, settings.split) != "validation"})
     if wrong or set(keys) & {t["inchikey14"] for t in test["truths"]}:
         raise RuntimeError(f"fusion training data holds non-validation structures: {wrong[:5]}")
     # out-of-fold rank-1 probabilities for the calibration, then the final fit on all validation
+    t_fit = time.perf_counter()
     fold = _folds(keys, settings.folds, settings.seed)
     oof = np.full(len(keys), np.nan)
     for k in range(settings.folds):
@@ -292,7 +355,7 @@ def fit_ranker(lake: str | os.PathLike[str], settings: RankerSettings | None = N
         raise ValueError("no validation query got an out-of-fold score: too few validation structures to calibrate")
     calibrator = IsotonicCalibrator.fit(oof[has], val_correct[has])
     # test: the fused ranker beside the prior, library+prior and random on the same candidates
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0 = run.lap("fit", t_fit), time.process_time()
     tscores = [fusion.score(X) if len(X) else np.zeros(0) for X in test["X"]]
     t_rank, c_rank = time.perf_counter() - t0, time.process_time() - c0
     novelty = _novelty(test, builder)
@@ -328,12 +391,15 @@ def fit_ranker(lake: str | os.PathLike[str], settings: RankerSettings | None = N
                      n_test / max(test["cpu_seconds_candidates_evidence"] + c_rank, 1e-9)},
         "seconds": time.perf_counter() - t_start,
     }
-    ranker_id = _save(lake, settings, fusion, calibrator, metrics, sorted(set(keys)))
+    t_reg = run.lap("evaluate", t0)
+    ranker_id = _save(lake, settings, fusion, calibrator, metrics, sorted(set(keys)), inputs)
+    run.lap("register", t_reg)
     return ranker_id, metrics
 
 
 def _save(lake: str | os.PathLike[str], settings: RankerSettings, fusion: LinearFusion,
-          calibrator: IsotonicCalibrator, metrics: dict[str, Any], structures: list[str]) -> str:
+          calibrator: IsotonicCalibrator, metrics: dict[str, Any], structures: list[str],
+          inputs: dict[str, Any] | None = None) -> str:
     """Write the artifact into a temporary folder, then rename it into place (never half-written)."""
     now = datetime.now(timezone.utc)
     ranker_id = f"fusion-{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
@@ -345,7 +411,7 @@ def _save(lake: str | os.PathLike[str], settings: RankerSettings, fusion: Linear
     try:
         files = {"settings.json": {"ranker_id": ranker_id, "created": now.isoformat(), "kind": "linear_listwise",
                                    "features": list(fusion.features), "trained_on": "validation",
-                                   "settings": settings.model_dump()},
+                                   "settings": settings.model_dump(), "inputs": inputs or {}},
                  "weights.json": fusion.to_dict(), "calibration.json": calibrator.to_dict(),
                  "metrics.json": metrics, "training_structures.json": structures}
         for name, obj in files.items():

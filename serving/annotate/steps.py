@@ -198,7 +198,7 @@ class Annotator:
         self.ranker = load_ranker(lake_dir, settings.method)
         if settings.method is None and not list_rankers(lake_dir):
             self.missing.append(f"no fitted ranker: ranking with {self.ranker.name} (library evidence and the "
-                                "prior, no confidence); fit one with speclake.serving.annotate.rankers.fit_ranker")
+                                "prior, no confidence); fit one with `speclake annotate-prepare --lake DIR`")
 
     def _open_library(self):
         from speclake.serving.library.index import LibraryIndex
