@@ -150,11 +150,11 @@ def rankers_cmd(lake_dir: Path, as_json: bool) -> None:
                    f"fit one with `speclake annotate-prepare --lake {lake_dir}`")
         return
 
-    def hit1(summary: dict | None) -> float | None:
-        return None if not summary else summary.get("hit1")
+    def num(v: float | None) -> str:
+        return "-" if v is None or v != v else f"{v:.3f}"
 
-    rows = [(r["ranker_id"], r["created"] or "", (r["test"] or {}).get("n"), hit1(r["test"]), hit1(r["prior"]),
-             r["ece"]) for r in rankers]
+    rows = [(r["ranker_id"], (r["created"] or "")[:19], (r["test"] or {}).get("n"), num((r["test"] or {}).get("hit1")),
+             num((r["prior"] or {}).get("hit1")), num(r["ece"])) for r in rankers]
     click.echo(format_table(["ranker", "created", "n test", "hit@1", "prior hit@1", "ECE"], rows, len(rows),
                             width=60))
 
