@@ -56,3 +56,11 @@ def test_prepare_makes_what_annotate_needs_then_skips_it(lake, spark):
     out = CliRunner().invoke(main, ["rankers", "--lake", str(lake)])
     assert out.exit_code == 0, out.output
     assert first.ranker_id in out.output and "prior hit@1" in out.output and "ECE" in out.output
+
+    out = CliRunner().invoke(main, ["annotate-prepare", "--lake", str(lake), "--num-cpus", "1", "--validation", "5000",
+                                    "--test", "5000"])
+    assert out.exit_code == 0, out.output
+    lines = {line.split()[0]: line for line in out.output.splitlines() if line.split()}
+    for step in ("features", "index", "library"):
+        assert "skipped" in lines[step], f"the command skips the up-to-date {step} step: {out.output}"
+    assert "hit@1" in out.output and "ECE" in out.output and "random" in lines, out.output
