@@ -9,6 +9,7 @@ Each benchmark prints its own table. NAME is one of:
     training   every architecture trained under Ray Train, then the evaluate comparison table
     embed      arch5 structure index: embedding throughput, bytes per structure, spectrum-query latency
     library    library search queries/s: speclake's fragment index vs Flash entropy search and matchms
+    annotate   a blind MGF study of MassBank test spectra: annotate_study spectra/s, hit@k, confidence, library
 
 Without NAME all of them run in this order (hours on 2 cores; see README "Benchmarks").
 Arguments after ``--`` go to every named benchmark, e.g. ``python -m benchmarks index -- --limit 20000``.
@@ -27,6 +28,7 @@ BENCHMARKS: dict[str, str] = {
     "training": "benchmarks.training_bench",
     "embed": "benchmarks.embed_bench",
     "library": "benchmarks.library_bench",
+    "annotate": "benchmarks.annotate_bench",
 }
 
 
