@@ -140,6 +140,16 @@ class StructureIndex:
         moved = self.path.parent.parent / "models" / Path(model).name
         return str(moved) if moved.exists() else model
 
+    def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Stored vectors of global FAISS ids (rows in the order of ``ids``), read from the shards' codes."""
+        serials, positions = split_ids(np.asarray(ids, np.int64))
+        out = np.zeros((len(serials), self.dim // 8 if self.kind == "binary" else self.dim),
+                       np.uint8 if self.kind == "binary" else np.float32)
+        for serial in np.unique(serials):
+            sel = np.nonzero(serials == serial)[0]
+            out[sel] = self._by_serial[int(serial)].codes[positions[sel]]
+        return out
+
     def embed_smiles(self, smiles: Sequence[str]) -> np.ndarray:
         """Query vectors for SMILES, standardized by the same rules as the indexed structures.
 

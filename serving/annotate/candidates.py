@@ -38,6 +38,50 @@ _COLUMNS = ("faiss_id", "inchikey", "inchikey14", "smiles", "formula", "monoisot
             "compound_name")
 
 
+def morgan_compatible(embedding: Mapping[str, Any] | None) -> bool:
+    """Whether an index embedding (manifest ``embedding``) is the Morgan ``fingerprint`` embedder made with this
+    RDKit, so its stored vectors are the packed Morgan bits RDKit would compute here."""
+    if not embedding or embedding.get("name") != "fingerprint" or embedding.get("kind") != "binary":
+        return False
+    from rdkit import rdBase
+
+    from speclake.index.embed import MorganFingerprint as MF
+
+    return (int(embedding.get("dim", 0)) == MF.n_bits and
+            embedding.get("version") == f"morgan-r{MF.radius}-{MF.n_bits}-rdkit{rdBase.rdkitVersion}")
+
+
+def index_fingerprints(lake: str | os.PathLike[str], smiles: Sequence[str],
+                       index_name: str = "fingerprint") -> dict[str, np.ndarray]:
+    """Packed Morgan bits (uint64 words) of the SMILES found verbatim in the lake's structure index, read from its
+    shards; {} without a compatible index (:func:`morgan_compatible`)."""
+    from speclake.index.search import IndexNotFound, StructureIndex, index_dir
+    from speclake.index.shards import ShardError
+
+    if not smiles:
+        return {}
+    try:
+        index = StructureIndex.open(index_dir(lake, index_name))
+    except (IndexNotFound, ShardError, OSError):
+        return {}
+    try:
+        if not morgan_compatible(index.embedding):
+            return {}
+        con = index.catalog.con.cursor()
+        try:
+            con.register("_s", pa.table({"smiles": pa.array(sorted(set(smiles)), pa.string())}))
+            found = con.sql("SELECT smiles, min(faiss_id) AS faiss_id FROM structures JOIN _s USING (smiles) "
+                            "GROUP BY smiles").to_arrow_table()
+        finally:
+            con.close()
+        if found.num_rows == 0:
+            return {}
+        fps = np.ascontiguousarray(index.vectors(found.column("faiss_id").to_numpy())).view(np.uint64)
+        return dict(zip(found.column("smiles").to_pylist(), fps))
+    finally:
+        index.close()
+
+
 def window_table(queries: Sequence[Query], ppm: float, ranks: Mapping[tuple[str, str], int],
                  adducts: Mapping[str, Sequence[str]] | None = None) -> pa.Table:
     """One row per (scan, adduct hypothesis): query, adduct, adduct_rank, lo, hi (neutral mass), n, shift,
@@ -77,6 +121,7 @@ class CandidateSource:
     tree_ppm: float | None = None
     trees: TreeCache = field(default_factory=TreeCache)
     _index: Any = None
+    _morgan: bool | None = None
 
     def __post_init__(self) -> None:
         if not self.ppm > 0:
@@ -96,6 +141,14 @@ class CandidateSource:
         index = StructureIndex.open(index_dir(lake, index_name))
         return cls(index.catalog, ppm=ppm, priors=priors if priors is not None else adduct_priors(lake),
                    max_formulas=max_formulas, _index=index)
+
+    @property
+    def morgan_index(self) -> bool:
+        """Whether the index stores the Morgan fingerprints evidence uses (:func:`morgan_compatible`): candidates
+        then carry them (:attr:`Candidate.fingerprint`), no RDKit needed downstream."""
+        if self._morgan is None:
+            self._morgan = morgan_compatible(getattr(self._index, "embedding", None))
+        return self._morgan
 
     def close(self) -> None:
         """Close the index (and its catalog)."""
@@ -145,6 +198,10 @@ class CandidateSource:
         data = {c: table.column(c).to_pylist() for c in table.column_names if c != "query"}
         qcol = table.column("query").to_numpy()
         bounds = np.searchsorted(qcol, np.arange(len(queries) + 1))
+        fps = None
+        if self.morgan_index:   # every candidate's packed Morgan bits in one read of the shards
+            ids = table.column("faiss_id").to_numpy()
+            fps = np.ascontiguousarray(self._index.vectors(ids)).view(np.uint64)
         for i, q in enumerate(queries):
             lo, hi = int(bounds[i]), int(bounds[i + 1])
             if lo == hi:
@@ -154,7 +211,8 @@ class CandidateSource:
                                monoisotopic_mass=float(data["monoisotopic_mass"][j]), adduct=data["adduct"][j],
                                mass_error_ppm=float(data["mass_error_ppm"][j]),
                                compound_name=data["compound_name"][j], adduct_rank=int(data["adduct_rank"][j]),
-                               source=data["source"][j]) for j in range(lo, hi)]
+                               source=data["source"][j], faiss_id=int(data["faiss_id"][j]),
+                               fingerprint=None if fps is None else fps[j]) for j in range(lo, hi)]
             self.rank_formulas(q, cands)
             out[i] = cands
         return out

@@ -13,9 +13,13 @@
   (:data:`TREE_GAP_CAP` without a tree), ``formula_top``: 1 for the best-ranked formula;
 * ``abs_ppm``: absolute precursor mass error; ``adduct_logprior``: log P(adduct | ion mode) from the lake.
 
-Candidate fingerprints are computed with RDKit once per distinct SMILES (:class:`FingerprintCache`,
-an LRU per process); library fingerprints come from the lake's ``descriptors`` (``morgan_on``) when
-present, else are computed from ``compounds``.
+Candidate fingerprints are cached once per distinct SMILES (:class:`FingerprintCache`, an LRU per
+process): read from the structure index when the candidates carry them (:attr:`Candidate.fingerprint`,
+filled by :class:`.candidates.CandidateSource` from a ``fingerprint`` index with the same Morgan
+settings and RDKit), else computed with RDKit. Library fingerprints come from the lake's
+``descriptors`` (``morgan_on``) when present, else from the structure index (the same SMILES) or
+computed from ``compounds``. The prior is one float32 matrix product per block of distinct skeletons
+(intersections are exact small integers), so every route gives the same features.
 """
 from __future__ import annotations
 
@@ -51,6 +55,7 @@ class FingerprintCache:
         self.maxsize = maxsize
         self.words = (settings.morgan_bits + 63) // 64
         self._d: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._indexed: bool | None = None
 
     def _compute(self, smiles: str) -> np.ndarray:
         from rdkit import Chem, RDLogger
@@ -62,19 +67,34 @@ class FingerprintCache:
         bits = morgan_on_bits(mol, self.settings.morgan_radius, self.settings.morgan_bits) if mol is not None else []
         return M.pack_fingerprints([bits], self.settings.morgan_bits)[0]
 
-    def get(self, smiles: Sequence[str]) -> np.ndarray:
-        """(len(smiles), words) uint64 fingerprints."""
+    def indexed(self) -> bool:
+        """Whether fingerprints read from a fingerprint index (:attr:`Candidate.fingerprint`) are these settings'."""
+        if self._indexed is None:
+            from speclake.index.embed import MorganFingerprint as MF
+
+            self._indexed = self.settings.morgan_radius == MF.radius and self.settings.morgan_bits == MF.n_bits
+        return self._indexed
+
+    def get(self, smiles: Sequence[str], given: Sequence[np.ndarray | None] | None = None) -> np.ndarray:
+        """(len(smiles), words) uint64 fingerprints; ``given``: a known fingerprint per SMILES (None: compute
+        it with RDKit), e.g. read from the structure index."""
         out = np.zeros((len(smiles), self.words), np.uint64)
         for i, s in enumerate(smiles):
             fp = self._d.get(s)
             if fp is None:
-                fp = self._d[s] = self._compute(s)
+                g = given[i] if given is not None else None
+                fp = self._d[s] = self._compute(s) if g is None or len(g) != self.words else np.array(g, np.uint64)
                 if len(self._d) > self.maxsize:
                     self._d.popitem(last=False)
             else:
                 self._d.move_to_end(s)
             out[i] = fp
         return out
+
+    def of(self, cands: Sequence[Candidate]) -> np.ndarray:
+        """Fingerprints of candidates: those they carry from the structure index when the settings match."""
+        given = [c.fingerprint for c in cands] if self.indexed() else None
+        return self.get([c.smiles for c in cands], given)
 
 
 @dataclass
@@ -107,7 +127,8 @@ class LibraryReference:
         try:
             have_desc = lk.current("descriptors") is not None
             q = ("SELECT s.spectrum_id, c.inchikey14, c.smiles, {d} FROM spectra s JOIN compounds c USING (inchikey) "
-                 "{j} WHERE c.inchikey14 IS NOT NULL")
+                 "{j} WHERE c.inchikey14 IS NOT NULL ORDER BY s.spectrum_id, c.smiles")  # ordered: each skeleton's
+            # first SMILES (its fingerprint) is the same in every run
             sql_text = q.format(d="d.morgan_on" if have_desc else "NULL AS morgan_on",
                                 j="LEFT JOIN (SELECT inchikey, any_value(morgan_on) AS morgan_on FROM descriptors "
                                   "GROUP BY inchikey) d USING (inchikey)" if have_desc else "")
@@ -131,11 +152,16 @@ class LibraryReference:
                 bits[keys[k14]] = on
             spec[sid] = keys[k14]
         cache = FingerprintCache(fp)
-        n_computed = sum(b is None for b in bits)
         packed = M.pack_fingerprints([b if b is not None else [] for b in bits], fp.morgan_bits)
-        for i, b in enumerate(bits):
-            if b is None and smiles[i]:
-                packed[i] = cache.get([smiles[i]])[0]
+        todo = [i for i, b in enumerate(bits) if b is None and smiles[i]]
+        known: dict[str, np.ndarray] = {}
+        if todo and cache.indexed():   # the same SMILES in the structure index: its stored bits, no RDKit
+            from .candidates import index_fingerprints
+
+            known = index_fingerprints(lake, [smiles[i] for i in todo])
+        for i in todo:
+            packed[i] = cache.get([smiles[i]], [known.get(smiles[i])])[0]
+        n_computed = sum(b is None for b in bits) - sum(smiles[i] in known for i in todo)
         if n_computed:
             log.info("library reference: %d of %d structures fingerprinted here (no descriptors row)",
                      n_computed, len(bits))
@@ -167,8 +193,9 @@ class EvidenceBuilder:
             self._ref_counts = np.bitwise_count(ref).sum(axis=1).astype(np.float32)
         return self._ref_bits
 
-    def _max_tanimoto(self, fps: np.ndarray, chunk: int = 1024) -> np.ndarray:
-        """Highest Tanimoto of each row to the reference: one float32 matrix product per block of rows."""
+    def _max_tanimoto(self, fps: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """Highest Tanimoto of each row to the reference: one float32 matrix product per block of rows (exact
+        small integers), the union and the division in place."""
         out = np.zeros(len(fps))
         if len(fps) == 0 or len(self.reference.keys) == 0:
             return out
@@ -178,19 +205,21 @@ class EvidenceBuilder:
             a = np.unpackbits(np.ascontiguousarray(fps[lo:lo + chunk]).view(np.uint8), axis=1,
                               bitorder="little").astype(np.float32)
             inter = a @ bits
-            union = counts[lo:lo + chunk, None] + self._ref_counts[None, :] - inter
-            tan = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-            out[lo:lo + chunk] = tan.max(axis=1)
+            union = np.add(counts[lo:lo + chunk, None], self._ref_counts[None, :])
+            union -= inter
+            np.maximum(union, 1.0, out=union)    # union 0: both empty, intersection 0, Tanimoto 0
+            np.divide(inter, union, out=inter)
+            out[lo:lo + chunk] = inter.max(axis=1)
         return out
 
     def warm_priors(self, cands: Sequence[Candidate]) -> None:
         """Compute the priors of every not yet cached skeleton among ``cands`` in one batch."""
-        todo: dict[str, str] = {}
+        todo: dict[str, Candidate] = {}
         for c in cands:
             if c.inchikey14 not in self.reference.key_row and c.inchikey14 not in self._prior:
-                todo.setdefault(c.inchikey14, c.smiles)
+                todo.setdefault(c.inchikey14, c)
         if todo:
-            vals = self._max_tanimoto(self.fps.get(list(todo.values())))
+            vals = self._max_tanimoto(self.fps.of(list(todo.values())))
             self._prior.update(zip(todo, vals.tolist()))
             while len(self._prior) > self._prior_max:
                 self._prior.popitem(last=False)
@@ -226,7 +255,7 @@ class EvidenceBuilder:
         X = np.zeros((n, len(self.names)))
         if n == 0:
             return X
-        fps = self.fps.get([c.smiles for c in cands])
+        fps = self.fps.of(cands)
         X[:, 0] = self.prior(cands)
         for j, mode in enumerate(HIT_MODES):
             w, top = self._hit_features((hits or {}).get(mode) or (), fps, query.query_id)

@@ -49,6 +49,10 @@ class Candidate:
     formula_score: float | None = None  # fragmentation-tree score of (formula, adduct)
     source: str | None = None          # structure index source (lake, pubchem_sdf, smiles ...)
     features: dict[str, float] = field(default_factory=dict)  # evidence per scorer, filled by rankers
+    faiss_id: int | None = None        # the structure's id in the structure index (None: not from the index)
+    # packed Morgan bits read from a fingerprint index (uint64 words, the layout of
+    # speclake.training.metrics.pack_fingerprints; radius/bits of speclake.index.embed.MorganFingerprint)
+    fingerprint: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass

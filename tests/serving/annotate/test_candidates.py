@@ -1,6 +1,8 @@
 """Structure candidates by adduct hypothesis and mass window: a hand-made catalog and a real index."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import duckdb
 import numpy as np
 import pyarrow as pa
@@ -104,3 +106,56 @@ def test_real_index_finds_the_true_structure_of_lake_spectra(lake):
     for cands in lists:
         keys = [c.inchikey14 for c in cands]
         assert len(keys) == len(set(keys)), "one row per skeleton"
+
+
+@dataclass
+class _Hit:
+    spectrum_id: str
+    score: float
+
+
+@pytest.mark.spark
+def test_index_fingerprints_equal_rdkit_and_give_the_same_evidence(lake):
+    """Candidates carry the index's packed Morgan bits: the same as RDKit's, so the evidence is unchanged."""
+    import dataclasses
+
+    from speclake.serving.annotate.evidence import EvidenceBuilder, FingerprintCache, LibraryReference
+    from speclake.serving.annotate.fusion import lake_queries
+    from speclake.serving.annotate.precursor import adduct_priors
+    from speclake.training.split import SplitSettings
+
+    queries, _ = lake_queries(lake, "train", SplitSettings(), cap=60)
+    with CandidateSource.open(lake) as src:
+        assert src.morgan_index
+        lists = src.candidates(queries)
+    cands = [c for cs in lists for c in cs]
+    assert cands and all(c.faiss_id is not None and c.fingerprint is not None for c in cands)
+    rng = np.random.default_rng(0)
+    sample = [cands[i] for i in rng.choice(len(cands), size=min(200, len(cands)), replace=False)]
+    np.testing.assert_array_equal(np.stack([c.fingerprint for c in sample]),
+                                  FingerprintCache().get([c.smiles for c in sample]))
+
+    ref = LibraryReference.from_lake(lake, splits=("test",))
+    sids = sorted(ref.spectrum_structure)[:30]
+    hits = {"analogue": [[_Hit(sids[(i + j) % len(sids)], 0.9 - 0.1 * j) for j in range(3)]
+                         for i in range(len(queries))],
+            "identity": [[_Hit(sids[i % len(sids)], 0.8)] for i in range(len(queries))]}
+    plain = [[dataclasses.replace(c, fingerprint=None) for c in cs] for cs in lists]
+    with_index = EvidenceBuilder(ref, adduct_priors(lake)).matrices(queries, lists, hits)
+    with_rdkit = EvidenceBuilder(ref, adduct_priors(lake)).matrices(queries, plain, hits)
+    assert sum(len(x) for x in with_index) == len(cands)
+    assert any((x[:, 0] < 1.0).any() for x in with_index), "some priors are computed, not library structures"
+    for a, b in zip(with_index, with_rdkit):
+        np.testing.assert_allclose(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.spark
+def test_library_reference_from_the_index_equals_rdkit(lake, monkeypatch):
+    import speclake.serving.annotate.candidates as candidates_module
+    from speclake.serving.annotate.evidence import LibraryReference
+
+    indexed = LibraryReference.from_lake(lake)
+    monkeypatch.setattr(candidates_module, "index_fingerprints", lambda *a, **k: {})
+    computed = LibraryReference.from_lake(lake)
+    assert indexed.keys == computed.keys and indexed.spectrum_structure == computed.spectrum_structure
+    np.testing.assert_array_equal(indexed.fps, computed.fps)

@@ -136,3 +136,25 @@ def test_registered_models_add_one_evidence_column_each():
     np.testing.assert_allclose(cos, [1.0, 0.0])
     with pytest.raises(ValueError, match="not used as evidence"):
         ModelScorer(type("M", (), {"arch": "arch3", "model_id": "x"})())
+
+
+def test_max_tanimoto_equals_the_tanimoto_matrix_maximum():
+    from speclake.training import metrics as M
+
+    rng = np.random.default_rng(1)
+    on = lambda: sorted(rng.choice(2048, size=rng.integers(0, 60), replace=False).tolist())  # noqa: E731
+    ref = LibraryReference([f"K{i:013d}" for i in range(300)], M.pack_fingerprints([on() for _ in range(300)], 2048),
+                           {})
+    fps = M.pack_fingerprints([on() for _ in range(50)] + [[]], 2048)
+    got = EvidenceBuilder(ref, {})._max_tanimoto(fps, chunk=16)
+    np.testing.assert_array_equal(got, M.tanimoto_matrix(fps, ref.fps).max(axis=1).astype(np.float64))
+
+
+def test_a_candidate_fingerprint_from_the_index_is_used_only_with_the_same_settings():
+    from speclake.pipelines.features.descriptors import DescriptorSettings
+
+    given = FingerprintCache().get([CAFFEINE])[0]
+    cand = Candidate("X-Y-N", "XXXXXXXXXXXXXX", HEXANOL, "C", 0.0, "[M+H]+", 0.0, fingerprint=given)
+    np.testing.assert_array_equal(FingerprintCache().of([cand])[0], given)
+    other = FingerprintCache(DescriptorSettings(morgan_radius=3))
+    np.testing.assert_array_equal(other.of([cand])[0], other.get([HEXANOL])[0])
