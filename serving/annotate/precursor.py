@@ -93,12 +93,9 @@ def adduct_counts(lake: str | os.PathLike[str]) -> dict[str, dict[str, int]]:
     """Spectra per (ion mode, canonical adduct) in the lake's ``spectra`` table (unparsable adducts skipped)."""
     from speclake.lake import sql
 
-    con = sql.connect(lake, threads=2)
-    try:
-        rows = con.sql("SELECT ionmode, adduct, count(*) FROM spectra WHERE adduct IS NOT NULL "
-                       "GROUP BY ionmode, adduct").fetchall()
-    finally:
-        con.close()
+    table = sql.query(lake, "SELECT ionmode, adduct, count(*) AS n FROM spectra WHERE adduct IS NOT NULL "
+                            "GROUP BY ionmode, adduct")
+    rows = zip(*(table.column(c).to_pylist() for c in ("ionmode", "adduct", "n")))
     out: dict[str, dict[str, int]] = {}
     for mode, text, n in rows:
         try:

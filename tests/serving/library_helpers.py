@@ -46,16 +46,18 @@ def cleaned(mz: np.ndarray, it: np.ndarray, precursor: float, settings: LibraryS
     return sim.Peaks(c.mz, c.intensities, precursor)
 
 
+def weigh(p: np.ndarray) -> np.ndarray:
+    """Entropy weighting of intensities (Li et al. 2021): normalise; low-entropy spectra raised to a power."""
+    p = p / p.sum()
+    s = -float(np.sum(p * np.log(p)))
+    if s < 3:
+        p = p ** (0.25 + 0.25 * s)
+        p = p / p.sum()
+    return p
+
+
 def reference_entropy(a: sim.Peaks, b: sim.Peaks, tolerance: float) -> float:
     """Weighted spectral entropy similarity (Li et al. 2021) written out: weights, pairs, sum."""
-    def weigh(p: np.ndarray) -> np.ndarray:
-        p = p / p.sum()
-        s = -float(np.sum(p * np.log(p)))
-        if s < 3:
-            p = p ** (0.25 + 0.25 * s)
-            p = p / p.sum()
-        return p
-
     wa, wb = weigh(a.intensities), weigh(b.intensities)
     total = 0.0
     for i, m in enumerate(a.mz):
@@ -69,14 +71,6 @@ def reference_entropy(a: sim.Peaks, b: sim.Peaks, tolerance: float) -> float:
 def reference_hybrid(lib: sim.Peaks, query: sim.Peaks, tolerance: float) -> float:
     """Hybrid entropy similarity by hand: fragments matched by m/z first, then by neutral loss among the
     library and query peaks not yet matched (Flash entropy search's hybrid search)."""
-    def weigh(p: np.ndarray) -> np.ndarray:
-        p = p / p.sum()
-        s = -float(np.sum(p * np.log(p)))
-        if s < 3:
-            p = p ** (0.25 + 0.25 * s)
-            p = p / p.sum()
-        return p
-
     wa, wb = weigh(lib.intensities), weigh(query.intensities)
     gain = lambda x, y: ((x + y) * math.log(x + y) - x * math.log(x) - y * math.log(y)) / math.log(4)  # noqa: E731
     used_lib_direct: set[int] = set()
