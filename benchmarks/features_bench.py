@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     from speclake.pipelines.features.tables import register_feature_tables
 
     register_feature_tables()
-    spark_settings = SparkSettings(master=args.master, driver_memory=args.driver_memory)
+    spark_settings = SparkSettings(master=args.master, driver_memory=args.driver_memory,
+                                   quick_jvm=False)  # as FeaturesSettings: Word2Vec / LDA need the C2 JIT
     spark = get_spark(spark_settings)
     cores = spark_settings.local_cores()
     lake = Path(args.lake)

@@ -63,7 +63,9 @@ class FeaturesSettings(BaseModel):
     patterns: PatternSettings = Field(default_factory=PatternSettings)
     spec2vec: Spec2VecSettings = Field(default_factory=Spec2VecSettings)
     descriptors: DescriptorSettings = Field(default_factory=DescriptorSettings)
-    spark: SparkSettings = Field(default_factory=SparkSettings)
+    #: Full JIT (C1 + C2) for the feature job: its Word2Vec and LDA train inside the JVM, where the
+    #: C1-only "quick JVM" that speeds up ingest made Spec2Vec ~5x slower (48 s vs > 4 min, MassBank).
+    spark: SparkSettings = Field(default_factory=lambda: SparkSettings(quick_jvm=False))
 
     def settings_hash(self) -> str:
         """Hash of everything that changes results (not ``spark``)."""

@@ -136,3 +136,15 @@ def test_features_help_lists_features() -> None:
     res = CliRunner().invoke(features_cmd, ["--help"])
     text = " ".join(res.output.split())
     assert res.exit_code == 0 and "fragtrees, patterns, refsim, spec2vec, descriptors" in text
+
+
+def test_feature_job_runs_the_jvm_with_its_full_jit() -> None:
+    """The feature job's Spark settings keep C2 (Word2Vec and LDA train in the JVM; C1-only made Spec2Vec ~5x
+    slower), while ingest keeps the quick C1-only JVM."""
+    from speclake.infra.spark import spark_conf
+    from speclake.pipelines.ingest import IngestSettings
+
+    assert FeaturesSettings().spark.quick_jvm is False
+    assert IngestSettings().spark.quick_jvm is True
+    options = spark_conf(FeaturesSettings().spark).get("spark.driver.extraJavaOptions", "")
+    assert "TieredStopAtLevel=1" not in options
