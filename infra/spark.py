@@ -4,9 +4,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -207,14 +206,3 @@ def start_spark(settings: SparkSettings | None = None, spark: Any = None) -> tup
 
     running = SparkContext._active_spark_context is not None
     return get_spark(settings), not running
-
-
-@contextmanager
-def spark_session(settings: SparkSettings | None = None, spark: Any = None) -> Iterator[Any]:
-    """The given or running session, or one started for the block and stopped (JVM exited) when it ends."""
-    spark, started = start_spark(settings, spark)
-    try:
-        yield spark
-    finally:
-        if started:
-            stop_spark(spark)

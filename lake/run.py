@@ -101,6 +101,7 @@ class Run:
         self.committed: dict[str, TableVersion] = {}
         self._t0 = time.perf_counter()
         self._stack: list[Any] = []
+        self._staging: Path | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> "Run":
@@ -108,7 +109,7 @@ class Run:
             cm = self.lake.lock(None if self.lock_scope == "lake" else self.lock_scope)
             cm.__enter__()
             self._stack.append(cm)
-        self.lake.staging(self.run_id)
+        self._staging = self.lake.staging(self.run_id)
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -131,14 +132,10 @@ class Run:
     # -- layout ----------------------------------------------------------------------------------
     @property
     def staging(self) -> Path:
-        """Scratch folder of this run (removed when the run ends)."""
-        return self.lake.staging(self.run_id)
-
-    def artifacts(self, *parts: str) -> Path:
-        """A folder of the lake for a stage's artifacts (models, indexes, reports), created on demand."""
-        path = self.lake.root.joinpath(*parts)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        """Scratch folder of this run (made when the run starts, removed when it ends)."""
+        if self._staging is None:
+            raise RuntimeError(f"run {self.run_id} has not started: use it as `with Run(...) as run:`")
+        return self._staging
 
     # -- progress and timings --------------------------------------------------------------------
     def note(self, stage: str, done: int = 0, total: int | None = None) -> None:
