@@ -181,15 +181,26 @@ def _print_report(report) -> None:  # IngestReport
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Write the result to a .csv or .parquet file instead of printing it.")
 @click.option("--max-rows", default=40, show_default=True, help="Rows to print (ignored with --out).")
-def sql(query: str, lake_dir: str, out: str | None, max_rows: int) -> None:
+@click.option("--read-only", is_flag=True, default=False,
+              help="Only one read-only SELECT over the lake's views: no writes, COPY, ATTACH, INSTALL/LOAD, "
+                   "file readers or settings (the guard the HTTP API uses), with a row limit and a timeout.")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds a --read-only query may run.")
+def sql(query: str, lake_dir: str, out: str | None, max_rows: int, read_only: bool, timeout: float) -> None:
     """Run SQL (DuckDB) over the lake; every table is a view.
 
     \b
     Tables: spectra, compounds, quarantine (and those of later stages).
     Example:
       speclake sql "SELECT reason_code, count(*) FROM quarantine GROUP BY 1"
+      speclake sql --read-only "SELECT * FROM annotations_top1 WHERE confidence >= 0.8"
     """
     from speclake.lake.sql import connect, export
+
+    if read_only:
+        from speclake.lake.sql_guard import read_only_cli
+
+        click.echo(read_only_cli(lake_dir, query, out=out, max_rows=max_rows, timeout_s=timeout))
+        return
 
     con = connect(lake_dir)
     try:
