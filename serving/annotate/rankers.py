@@ -4,12 +4,16 @@ A fitted ranker lives in ``<lake>/models/rankers/<ranker_id>/``: ``settings.json
 with the split and the features), ``weights.json`` (:class:`.fusion.LinearFusion`),
 ``calibration.json`` (:class:`.calibration.IsotonicCalibrator`), ``metrics.json`` (test hit@1/5/20
 overall and per novelty stratum beside the library prior, library+prior and random on the same
-candidates; calibration on validation and test) and ``training_structures.json`` (the InChIKey-14
-it was fitted on, all of the validation split).
+candidates; calibration on validation and test; the same on *known* test structures) and
+``training_structures.json`` (the InChIKey-14 it was fitted on: validation, and training-split ones of
+the known queries; never a test structure).
 
-:func:`fit_ranker` fits the fusion on validation-split lake spectra only (blind queries: precursor
-m/z, ion mode and peaks; candidates from the structure index; library = training-split spectra),
-cross-fitted over 2 structure-disjoint folds so the calibration sees out-of-fold scores. It is one
+:func:`fit_ranker` fits the fusion on validation-split lake spectra (blind queries: precursor m/z, ion
+mode and peaks; candidates from the structure index; library = training-split spectra: structures *novel*
+to the library) plus a share (``known_fraction``) of *known* queries: training-split spectra whose
+structure has other library spectra, searched leave-one-spectrum-out (:func:`known_queries`), so identity
+evidence is learned as a study needs it. It is cross-fitted over 2 structure-disjoint folds so the
+calibration sees out-of-fold scores. It is one
 :class:`~speclake.lake.run.Run` of kind ``ranker`` (no lake lock: it writes only its own folder), with a
 :class:`RankerReport` in the run record; ``settings.json`` also records the lake ``inputs`` it was fitted
 on (:func:`lake_inputs`), so ``speclake annotate-prepare`` can tell an up-to-date ranker from a stale one.
@@ -67,6 +71,10 @@ class RankerSettings(BaseModel):
     max_test: int | None = Field(5000, ge=1)
     l2: float = Field(1e-2, ge=0)
     folds: int = Field(2, ge=2, description="structure-disjoint folds of validation for out-of-fold calibration")
+    known_fraction: float = Field(
+        0.25, ge=0, lt=1, description="share of the fusion's training queries that are *known* structures: "
+        "training-split spectra whose structure has other library spectra, searched with their own spectrum left "
+        "out, so identity evidence is learned as in a study where part of the compounds are in the library")
     n_bins: int = Field(10, ge=1)
     models: list[str] | None = Field(None, description="registered models used as evidence; None: every model "
                                      "of a supported architecture trained on `split`; []: none")
@@ -214,13 +222,41 @@ def lake_inputs(lake: str | os.PathLike[str], index_name: str = "fingerprint") -
 
 
 # -- fitting ------------------------------------------------------------------------------------------
-def _prepare(lake: Any, split: str, settings: RankerSettings, source: Any, builder: EvidenceBuilder,
-             ) -> dict[str, Any]:
-    """Queries of one split with candidates, hits, evidence and the truth's row."""
+def known_queries(lake: Any, settings: RankerSettings, n_fit: int, n_test: int,
+                  ) -> tuple[tuple[list, list[dict]], tuple[list, list[dict]]]:
+    """Queries of *known* structures, (fit, test): training-split MS2 spectra whose structure has at least
+    two of them, so with the query's own spectrum left out of its library hits (the evidence skips a hit on
+    the query's spectrum id) the library still holds a spectrum of the truth, as for a compound of a
+    study that a library covers. The two halves are structure-disjoint (a hash of the InChIKey-14)."""
+    import hashlib
+    from collections import Counter
+
+    if n_fit + n_test == 0:
+        return ([], []), ([], [])
+    queries, truths = lake_queries(lake, "train", settings.split, None, settings.seed)
+    counts = Counter(t["inchikey14"] for t in truths)
+
+    def h(text: str) -> str:
+        return hashlib.sha256(f"known{settings.seed}:{text}".encode()).hexdigest()
+
+    halves: tuple[list[int], list[int]] = ([], [])
+    for i in sorted(range(len(truths)), key=lambda i: h(truths[i]["spectrum_id"])):
+        k14 = truths[i]["inchikey14"]
+        if counts[k14] >= 2:
+            halves[int(h(k14), 16) % 2].append(i)
+    fit, test = sorted(halves[0][:n_fit]), sorted(halves[1][:n_test])
+    return ([queries[i] for i in fit], [truths[i] for i in fit]), ([queries[i] for i in test], [truths[i] for i in test])
+
+
+def _prepare(lake: Any, name: str, settings: RankerSettings, source: Any, builder: EvidenceBuilder,
+             data: tuple[list, list[dict]] | None = None) -> dict[str, Any]:
+    """Queries (those of the split ``name``, or ``data``) with candidates, hits, evidence and the truth's row."""
     t0 = time.perf_counter()
-    cap = settings.max_validation if split == "validation" else settings.max_test
-    queries, truths = lake_queries(lake, split, settings.split, cap, settings.seed)
-    log.info("ranker fit, %s: %d queries", split, len(queries))
+    if data is None:
+        cap = settings.max_validation if name == "validation" else settings.max_test
+        data = lake_queries(lake, name, settings.split, cap, settings.seed)
+    queries, truths = data
+    log.info("ranker fit, %s: %d queries", name, len(queries))
     # 3x the hits: those of validation/test spectra are skipped by the training-split library, so each
     # query keeps about library_top_k usable hits, as in annotation where every lake spectrum counts
     hits = library_hits(lake, queries, top_k=3 * settings.library_top_k, precursor_ppm=settings.ppm)
@@ -282,6 +318,27 @@ def _random_metrics(data: dict[str, Any], novelty: np.ndarray) -> dict[str, Any]
     return out
 
 
+def _known_metrics(data: dict[str, Any], fusion: LinearFusion, calibrator: IsotonicCalibrator, n_bins: int,
+                   ) -> dict[str, Any]:
+    """hit@k of fused, prior, library+prior and random on the known-structure test queries (their structure
+    has other library spectra; never a structure the fusion trained on) and the calibration there."""
+    n = len(data["queries"])
+    if n == 0:
+        return {"n_queries": 0}
+    scores = [fusion.score(X) if len(X) else np.zeros(0) for X in data["X"]]
+    fused = ranks_of_truth(scores, data["truth"])
+    methods = {"fused": hit_summary(fused),
+               "prior": hit_summary(ranks_of_truth([prior_scores(X) for X in data["X"]], data["truth"])),
+               FALLBACK: hit_summary(ranks_of_truth([fallback_scores(X) if len(X) else np.zeros(0)
+                                                      for X in data["X"]], data["truth"])),
+               "random": _random_metrics(data, np.ones(n))["all"]}
+    has = np.array([len(X) > 0 for X in data["X"]])
+    conf = np.array([float(calibrator([_top_prob(fusion, X)])[0]) if len(X) else 0.0 for X in data["X"]])
+    return {"n_queries": n, "n_structures": len({t["inchikey14"] for t in data["truths"]}),
+            "truth_in_candidates": float(np.mean([t is not None for t in data["truth"]])),
+            "methods": methods, "calibration": calibration_report(conf[has], fused[has] == 1, n_bins)}
+
+
 def fit_ranker(lake: str | os.PathLike[str], settings: RankerSettings | None = None,
                progress: Progress | None = None, *, source: Any = None) -> tuple[str, dict[str, Any]]:
     """Fit, calibrate, evaluate and register a fused ranker; returns (ranker_id, metrics).
@@ -297,6 +354,8 @@ def fit_ranker(lake: str | os.PathLike[str], settings: RankerSettings | None = N
         metrics["run_id"] = run.run_id
         report.ranker_id = ranker_id
         report.queries = {s: metrics[s]["n_queries"] for s in ("validation", "test")}
+        report.queries.update(known=metrics["validation"]["known_queries"],
+                              known_test=metrics["known_test"]["n_queries"])
         report.structures = {s: metrics[s]["n_structures"] for s in ("validation", "test")}
         methods = metrics["test"]["methods"]
         report.test = {m: methods[m]["all"] for m in ("fused", "prior", FALLBACK, "random") if m in methods}
@@ -331,10 +390,22 @@ def _fit(lake: str | os.PathLike[str], settings: RankerSettings, source: Any, ru
             val = _prepare(lake, "validation", settings, src, builder)
         with run.stage("test"):
             test = _prepare(lake, "test", settings, src, builder)
-    keys = [t["inchikey14"] for t in val["truths"]]
-    wrong = sorted({k for k in keys if assign_split(k, settings.split) != "validation"})
-    if wrong or set(keys) & {t["inchikey14"] for t in test["truths"]}:
-        raise RuntimeError(f"fusion training data holds non-validation structures: {wrong[:5]}")
+        with run.stage("known"):
+            ratio = settings.known_fraction / (1.0 - settings.known_fraction)
+            kfit, ktest = known_queries(lake, settings, round(len(val["queries"]) * ratio),
+                                        round(len(test["queries"]) * ratio))
+            known = _prepare(lake, "known", settings, src, builder, kfit)
+            known_test = _prepare(lake, "known test", settings, src, builder, ktest)
+    val_keys = [t["inchikey14"] for t in val["truths"]]
+    known_keys = [t["inchikey14"] for t in known["truths"]]
+    wrong = sorted({k for k in val_keys if assign_split(k, settings.split) != "validation"}
+                   | {k for k in known_keys if assign_split(k, settings.split) != "train"})
+    if wrong or set(val_keys + known_keys) & {t["inchikey14"] for t in test["truths"]}:
+        raise RuntimeError(f"fusion training data holds test or misassigned structures: {wrong[:5]}")
+    # the fusion's training lists: validation (novel to the library) + known (leave-one-spectrum-out)
+    keys = val_keys + known_keys
+    train_X, train_truth = val["X"] + known["X"], val["truth"] + known["truth"]
+    train_cands = val["cands"] + known["cands"]
     # out-of-fold rank-1 probabilities for the calibration, then the final fit on all validation
     t_fit = time.perf_counter()
     fold = _folds(keys, settings.folds, settings.seed)
@@ -342,15 +413,15 @@ def _fit(lake: str | os.PathLike[str], settings: RankerSettings, source: Any, ru
     for k in range(settings.folds):
         tr = np.flatnonzero(fold != k)
         try:
-            m = fit_listwise([val["X"][i] for i in tr], [val["truth"][i] for i in tr], names, l2=settings.l2)
+            m = fit_listwise([train_X[i] for i in tr], [train_truth[i] for i in tr], names, l2=settings.l2)
         except ValueError:
             continue
         for i in np.flatnonzero(fold == k):
-            oof[i] = _top_prob(m, val["X"][i])
-    fusion = fit_listwise(val["X"], val["truth"], names, l2=settings.l2)
-    val_scores = [fusion.score(X) if len(X) else np.zeros(0) for X in val["X"]]
-    val_correct = ranks_of_truth(val_scores, val["truth"]) == 1
-    has = np.array([len(c) > 0 for c in val["cands"]]) & np.isfinite(oof)
+            oof[i] = _top_prob(m, train_X[i])
+    fusion = fit_listwise(train_X, train_truth, names, l2=settings.l2)
+    val_scores = [fusion.score(X) if len(X) else np.zeros(0) for X in train_X]
+    val_correct = ranks_of_truth(val_scores, train_truth) == 1
+    has = np.array([len(c) > 0 for c in train_cands]) & np.isfinite(oof)
     if not has.any():
         raise ValueError("no validation query got an out-of-fold score: too few validation structures to calibrate")
     calibrator = IsotonicCalibrator.fit(oof[has], val_correct[has])
@@ -374,8 +445,10 @@ def _fit(lake: str | os.PathLike[str], settings: RankerSettings, source: Any, ru
     metrics = {
         "ranker_id": None, "features": list(names),
         "weights": dict(zip(names, fusion.weights.tolist())),
-        "validation": {"n_queries": len(keys), "n_structures": len(set(keys)),
-                       "truth_in_candidates": float(np.mean([t is not None for t in val["truth"]])) if keys else None,
+        "validation": {"n_queries": len(val_keys), "n_structures": len(set(val_keys)),
+                       "known_queries": len(known_keys), "known_structures": len(set(known_keys)),
+                       "truth_in_candidates": float(np.mean([t is not None for t in val["truth"]]))
+                       if val_keys else None,
                        # the isotonic map on the out-of-fold scores it was fitted on: in-sample, ECE ~ 0 by
                        # construction; the honest calibration numbers are the test split's
                        "calibration_in_sample": calibration_report(calibrator(oof[has]), val_correct[has],
@@ -389,6 +462,7 @@ def _fit(lake: str | os.PathLike[str], settings: RankerSettings, source: Any, ru
                      n_test / max(test["seconds_candidates_evidence"] + t_rank, 1e-9),
                  "queries_per_cpu_s_candidates_evidence_ranking":
                      n_test / max(test["cpu_seconds_candidates_evidence"] + c_rank, 1e-9)},
+        "known_test": _known_metrics(known_test, fusion, calibrator, settings.n_bins),
         "seconds": time.perf_counter() - t_start,
     }
     t_reg = run.lap("evaluate", t0)

@@ -66,9 +66,44 @@ def test_fusion_never_trains_on_test_or_training_structures(lake, fitted):
     d = lake / "models" / "rankers" / ranker_id
     trained_on = json.loads((d / "training_structures.json").read_text())
     assert trained_on, "the fusion saw validation structures"
-    assert {assign_split(k, SplitSettings()) for k in trained_on} == {"validation"}
+    splits = {assign_split(k, SplitSettings()) for k in trained_on}
+    assert "validation" in splits and splits <= {"validation", "train"}, "validation + known (training) structures"
     _, test_truths = lake_queries(lake, "test", SplitSettings(), cap=None)
     assert not set(trained_on) & {t["inchikey14"] for t in test_truths}, "no test structure in training (InChIKey-14)"
+    assert metrics["validation"]["known_queries"] > 0, "the fusion also learned from known structures"
+
+
+def test_known_queries_are_training_structures_with_other_library_spectra(lake):
+    """Known queries: training-split spectra whose structure has >= 2 spectra, fit and test halves
+    structure-disjoint; the evidence never uses the query's own spectrum as a library hit."""
+    from collections import Counter
+
+    from speclake.serving.annotate.evidence import EvidenceBuilder, LibraryReference
+    from speclake.serving.annotate.fusion import lake_queries, library_hits
+    from speclake.serving.annotate.rankers import known_queries
+    from speclake.training.split import SplitSettings, assign_split
+
+    settings = RankerSettings()
+    (fq, ft), (tq, tt) = known_queries(lake, settings, 20, 20)
+    assert ft and tt
+    _, train = lake_queries(lake, "train", SplitSettings(), cap=None)
+    counts = Counter(t["inchikey14"] for t in train)
+    for t in ft + tt:
+        assert assign_split(t["inchikey14"], SplitSettings()) == "train" and counts[t["inchikey14"]] >= 2
+    assert not {t["inchikey14"] for t in ft} & {t["inchikey14"] for t in tt}
+    hits = library_hits(lake, fq[:5], top_k=5)
+    assert any(h.spectrum_id == q.query_id for q, hs in zip(fq[:5], hits["identity"]) for h in hs), \
+        "a spectrum finds itself in the library"
+    builder = EvidenceBuilder(LibraryReference.from_lake(lake, splits=("train",)), {})
+    q = fq[0]
+    own_only = [h for h in hits["identity"][0] if h.spectrum_id == q.query_id]
+    from speclake.serving.annotate.candidates import CandidateSource
+
+    with CandidateSource.open(lake) as src:
+        cands = src.candidates([q])[0]
+    if cands and own_only:
+        X = builder.features(q, cands, {"identity": own_only})
+        assert not X[:, 1].any() and not X[:, 2].any(), "the query's own spectrum is no identity evidence"
 
 
 def test_default_is_the_newest_fitted_ranker_with_a_confidence(lake, fitted):
