@@ -1,0 +1,191 @@
+"""Does the in-silico fragmenter tell a MassBank spectrum's true structure from a regio-isomer?
+
+Pairs are chosen by a rule, not by hand: MassBank records in file order (contributor files sorted by
+name), LC-ESI MS2, precursor type ``[M+H]+`` (and ``[M-H]-`` with ``--negative``), a parsable SMILES of
+one connected component, at least ``--min-peaks`` peaks below the precursor m/z; one spectrum per
+InChIKey-14 (the first). Each is paired with a regio-isomer from ``massbank_isomers.smi.gz`` with the
+same molecular formula and another InChIKey-14: ``--rule similar`` takes the isomer with the highest
+Morgan Tanimoto to the true structure (the hardest, usually one substituent moved), ``--rule first`` the
+first in file order. The first ``--pairs`` records that have such an isomer are scored with
+:func:`speclake.serving.annotate.fragmenter.score_spectrum`; a pair is won when the true structure
+scores higher, tied when equal. Also the fragmentation and scoring time per candidate (cold cache).
+
+    .venv/bin/python benchmarks/fragmenter_check.py --pairs 200
+    .venv/bin/python benchmarks/fragmenter_check.py --pairs 200 --rule first --negative
+
+Not registered in ``python -m benchmarks``: a check of one scorer, run by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import re
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+
+#: Atom tokens of a SMILES string (bracket atoms, two-letter halogens, organic subset).
+_ATOM = re.compile(r"\[(?:\d*)([A-Z][a-z]?|[a-z][a-z]?)[^\]]*\]|(Cl|Br|[BCNOSPFI]|[bcnops])")
+
+
+def heavy_atom_key(smiles: str) -> tuple:
+    """Sorted heavy-atom counts read from the SMILES text (no RDKit): equal for regio-isomers."""
+    counts: dict[str, int] = defaultdict(int)
+    for bracket, plain in _ATOM.findall(smiles):
+        sym = (bracket or plain)
+        sym = sym[0].upper() + sym[1:]
+        if sym != "H":
+            counts[sym] += 1
+    return tuple(sorted(counts.items()))
+
+
+def iter_records(paths: list[Path]) -> Iterator[dict]:
+    """Metadata + peaks of every parsable MassBank record of ``paths`` (in order)."""
+    from speclake.pipelines.readers._text import RecordProblem
+    from speclake.pipelines.readers.massbank import parse_record
+
+    for path in paths:
+        with gzip.open(path, "rt", encoding="utf-8", errors="replace") as fh:
+            buf: list[str] = []
+            for line in fh:
+                if line.startswith("//"):
+                    text = "".join(buf)
+                    buf = []
+                    try:
+                        p = parse_record(text, 1)
+                    except (RecordProblem, ValueError):
+                        continue
+                    yield {**p.metadata, "mz": np.asarray(p.mz, float), "intensities": np.asarray(p.intensities, float)}
+                else:
+                    buf.append(line)
+
+
+def select_queries(paths: list[Path], adducts: tuple[str, ...], min_peaks: int, limit: int) -> list[dict]:
+    """The rule-chosen query records (see the module doc), at most ``limit``, one per InChIKey-14."""
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    out, seen = [], set()
+    for r in iter_records(paths):
+        if r.get("adduct") not in adducts or r.get("ms_level") != "MS2" or "ESI" not in str(r.get("instrument_type")):
+            continue
+        try:
+            prec = float(str(r.get("precursor_mz")).split()[0])
+        except (TypeError, ValueError):
+            continue
+        if int((r["mz"] < prec - 0.01).sum()) < min_peaks:
+            continue
+        mol = Chem.MolFromSmiles(str(r.get("smiles") or ""))
+        if mol is None or len(Chem.GetMolFrags(mol)) != 1:
+            continue
+        key14 = Chem.MolToInchiKey(mol)[:14]
+        if not key14 or key14 in seen:
+            continue
+        seen.add(key14)
+        out.append({**r, "precursor_mz": prec, "mol": mol, "ik14": key14})
+        if len(out) >= limit:
+            break
+    return out
+
+
+def isomer_index(path: Path, keys: set[tuple]) -> dict[tuple, list[str]]:
+    """Heavy-atom key -> isomer SMILES (file order) for the wanted keys only."""
+    out: dict[tuple, list[str]] = defaultdict(list)
+    with gzip.open(path, "rt") as fh:
+        for line in fh:
+            smi = line.split("\t", 1)[0]
+            k = heavy_atom_key(smi)
+            if k in keys:
+                out[k].append(smi)
+    return out
+
+
+def pick_isomer(query: dict, pool: list[str], rule: str) -> str | None:
+    """The query's regio-isomer by ``rule`` (``similar``: highest Morgan Tanimoto; ``first``: file order)."""
+    from rdkit import Chem, DataStructs
+    from rdkit.Chem import rdFingerprintGenerator
+    from rdkit.Chem.rdMolDescriptors import CalcMolFormula
+
+    formula = CalcMolFormula(query["mol"])
+    gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
+    ref = gen.GetFingerprint(query["mol"])
+    best, best_sim = None, -1.0
+    for smi in pool:
+        mol = Chem.MolFromSmiles(smi)
+        if mol is None or CalcMolFormula(mol) != formula or Chem.MolToInchiKey(mol)[:14] == query["ik14"]:
+            continue
+        if rule == "first":
+            return smi
+        sim = DataStructs.TanimotoSimilarity(ref, gen.GetFingerprint(mol))
+        if sim > best_sim:
+            best, best_sim = smi, sim
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--massbank", type=Path, default=SHARED / "massbank")
+    ap.add_argument("--isomers", type=Path, default=SHARED / "structures" / "massbank_isomers.smi.gz")
+    ap.add_argument("--pairs", type=int, default=200)
+    ap.add_argument("--rule", choices=("similar", "first"), default="similar")
+    ap.add_argument("--negative", action="store_true", help="[M-H]- records instead of [M+H]+")
+    ap.add_argument("--min-peaks", type=int, default=5)
+    ap.add_argument("--depth", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
+    args = ap.parse_args(argv)
+
+    from speclake.serving.annotate import fragmenter as F
+
+    paths = sorted(args.massbank.glob("*.txt.gz"))
+    adducts = ("[M-H]-",) if args.negative else ("[M+H]+",)
+    t0 = time.perf_counter()
+    queries = select_queries(paths, adducts, args.min_peaks, 6 * args.pairs)
+    index = isomer_index(args.isomers, {heavy_atom_key(q["smiles"]) for q in queries})
+    t_select = time.perf_counter() - t0
+    settings = F.FragmenterSettings(max_depth=args.depth)
+    wins = ties = losses = 0
+    frag_s = score_s = 0.0
+    n_cands = 0
+    rows = []
+    for q in queries:
+        iso = pick_isomer(q, index.get(heavy_atom_key(q["smiles"]), []), args.rule)
+        if iso is None:
+            continue
+        scores = []
+        for smi in (q["smiles"], iso):
+            t = time.perf_counter()
+            fs = F.fragment_candidate(smi, max_depth=args.depth)
+            t1 = time.perf_counter()
+            s = F.score_spectrum(fs, q["mz"], q["intensities"], q["precursor_mz"], q["adduct"], settings=settings)
+            frag_s += t1 - t
+            score_s += time.perf_counter() - t1
+            n_cands += 1
+            scores.append(s.score)
+        wins += scores[0] > scores[1]
+        ties += scores[0] == scores[1]
+        losses += scores[0] < scores[1]
+        rows.append({"accession": q["accession"], "true": q["smiles"], "isomer": iso, "scores": scores})
+        if len(rows) >= args.pairs:
+            break
+    n = len(rows)
+    fig = {"pairs": n, "rule": args.rule, "adduct": adducts[0], "depth": args.depth, "wins": wins, "ties": ties,
+           "losses": losses, "win_rate": wins / n if n else None,
+           "win_rate_ties_half": (wins + 0.5 * ties) / n if n else None,
+           "fragment_ms_per_candidate": 1000 * frag_s / max(n_cands, 1),
+           "score_ms_per_candidate": 1000 * score_s / max(n_cands, 1), "selection_s": t_select}
+    print(json.dumps(fig, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps({**fig, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

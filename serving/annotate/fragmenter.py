@@ -1,0 +1,539 @@
+"""MetFrag-style in-silico fragmentation of candidate structures, scored against a query's MS/MS peaks.
+
+**Fragmentation** (:func:`fragment_candidate`): combinatorial bond disconnection of the heavy-atom graph
+(RDKit), as MetFrag does (Wolf et al. 2010, *BMC Bioinformatics* 11:148; Ruttkies et al. 2016, *J.
+Cheminform.* 8:3). One *cleavage* is either one non-ring single bond (a bridge), or two bonds of one
+ring (the SSSR ring, aromatic bonds included) whose removal splits the molecule; cleavages are applied
+to fragments recursively up to ``max_depth`` (default 2). A ring pair is applied only to a fragment that
+still holds the whole ring, and each cleavage's two sides are precomputed on the whole molecule, so every
+piece is connected and splitting is two bit operations per cut. Fragments are deduplicated by atom set
+(the smallest depth kept). A fragment keeps the hydrogens its atoms carry in the molecule, so its
+neutral mass is that of the (radical) piece; its *cost* is the sum of the bond dissociation energies
+of the bonds that separate it from the rest (:data:`BOND_ENERGIES`, kJ/mol, textbook mean bond
+enthalpies, aromatic bonds between single and double, as MetFrag's table).
+
+**Matching** (:func:`score_spectrum`): a fragment F explains a peak when one of its ions lies within
+``max(ppm * m/z, abs_tol)``: F + proton (``[F+H]+``) or F - electron (``[F]+``) in positive mode,
+F - proton or F + electron in negative mode, each shifted by k hydrogens, |k| <= ``max_h_shift`` (2;
+MetFrag's hydrogen rearrangements). The whole molecule carries the candidate's adduct (``[M+Na]+`` ...)
+and only explains the precursor, which is left out of every score.
+
+**Score** (MetFrag 2.2's ``NewFragmenterScore``, normalised): each peak p weighs
+``w_p = (m/z_p / precursor m/z)^1.84 * I_p^0.59``; a matched peak contributes
+``w_p / (1 + E / 100)^0.47`` with ``E`` = bond dissociation energy of its cheapest fragment plus 100 per
+shifted hydrogen (MetFrag's hydrogen penalty); the score is the sum over peaks divided by the sum of
+every peak's ``w_p``, in [0, 1]. Beside it: the fraction of (non-precursor) intensity explained, the
+matched peak count, and, given the formulas a fragmentation tree assigned to the peaks
+(:mod:`speclake.pipelines.features.fragtree`), the fraction of those formulas one of the candidate's
+fragment ions reproduces exactly; such a match counts ``1 + tree_bonus`` times.
+
+Fragment sets are cached per SMILES (LRU) and kept sorted by mass, so scoring one spectrum is a few
+``searchsorted`` calls per (charge carrier, hydrogen shift).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from speclake.pipelines.features.formula import ELEMENT_INDEX, ELEMENTS, MONO_MASS, N_ELEMENTS, format_formula
+from speclake.pipelines.normalize.masses import ELECTRON_MASS, ELEMENT_MASSES
+
+from .model import Candidate, Query
+
+log = logging.getLogger(__name__)
+
+H_MASS = ELEMENT_MASSES["H"]
+PROTON_MASS = H_MASS - ELECTRON_MASS
+_H = ELEMENT_INDEX["H"]
+
+#: Mean bond dissociation energies (kJ/mol) by (element, element, order); order 1.5 = aromatic.
+#: Textbook mean bond enthalpies (the values MetFrag's ``BondEnergies`` lists); aromatic bonds take the
+#: mean of the single and double bond. Unknown pairs: :data:`DEFAULT_BOND_ENERGY`.
+BOND_ENERGIES: Mapping[tuple[str, str, float], float] = {
+    ("C", "C", 1.0): 348.0, ("C", "C", 2.0): 612.0, ("C", "C", 3.0): 837.0,
+    ("C", "N", 1.0): 305.0, ("C", "N", 2.0): 613.0, ("C", "N", 3.0): 890.0,
+    ("C", "O", 1.0): 360.0, ("C", "O", 2.0): 743.0,
+    ("C", "S", 1.0): 272.0, ("C", "S", 2.0): 573.0,
+    ("C", "F", 1.0): 484.0, ("C", "Cl", 1.0): 338.0, ("C", "Br", 1.0): 276.0, ("C", "I", 1.0): 238.0,
+    ("C", "P", 1.0): 264.0, ("C", "Si", 1.0): 318.0, ("C", "B", 1.0): 356.0, ("C", "Se", 1.0): 243.0,
+    ("N", "N", 1.0): 163.0, ("N", "N", 2.0): 409.0, ("N", "N", 3.0): 944.0,
+    ("N", "O", 1.0): 222.0, ("N", "O", 2.0): 607.0, ("N", "S", 1.0): 250.0, ("N", "F", 1.0): 272.0,
+    ("O", "O", 1.0): 146.0, ("O", "P", 1.0): 335.0, ("O", "P", 2.0): 544.0, ("O", "S", 1.0): 265.0,
+    ("O", "S", 2.0): 522.0, ("O", "Si", 1.0): 452.0, ("O", "B", 1.0): 536.0,
+    ("P", "S", 1.0): 230.0, ("P", "S", 2.0): 335.0, ("P", "F", 1.0): 490.0, ("P", "Cl", 1.0): 326.0,
+    ("S", "S", 1.0): 226.0, ("S", "Cl", 1.0): 255.0, ("S", "F", 1.0): 226.0,
+}
+DEFAULT_BOND_ENERGY = 350.0
+
+
+def bond_energy(a: str, b: str, order: float) -> float:
+    """Dissociation energy (kJ/mol) of an ``a``-``b`` bond of ``order`` (1, 1.5 aromatic, 2, 3)."""
+    key = tuple(sorted((a, b)))
+    if order == 1.5:
+        single = BOND_ENERGIES.get((key[0], key[1], 1.0), DEFAULT_BOND_ENERGY)
+        return 0.5 * (single + BOND_ENERGIES.get((key[0], key[1], 2.0), single))
+    return BOND_ENERGIES.get((key[0], key[1], order), DEFAULT_BOND_ENERGY)
+
+
+class FragmenterSettings(BaseModel):
+    """Fragmentation, matching and scoring settings (defaults: MetFrag 2.2's where MetFrag has one)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_depth: int = 2                 # cleavages applied in sequence
+    max_fragments: int = 20_000        # stop expanding a structure beyond this many fragments
+    max_heavy_atoms: int = 120         # larger structures are scored on depth 1 only
+    max_h_shift: int = 2               # hydrogen rearrangements: fragment ion +/- k H, |k| <= this
+    h_shift_by_depth: bool = True      # and |k| <= the fragment's depth (MetFrag: shifts <= tree depth)
+    ppm: float = 10.0                  # fragment m/z tolerance: max(ppm * m/z, abs_tol)
+    abs_tol: float = 0.005
+    max_peaks: int = 100               # most intense peaks scored
+    mz_exponent: float = 1.84          # MetFrag 2.2 peak weight (m/z / precursor m/z)^a ...
+    intensity_exponent: float = 0.59   # ... * relative intensity^b
+    energy_exponent: float = 0.47      # contribution / (1 + E / energy_scale)^c
+    energy_scale: float = 100.0        # kJ/mol; E includes h_shift_energy per shifted hydrogen
+    h_shift_energy: float = 100.0      # MetFrag's hydrogen penalty
+    tree_bonus: float = 1.0            # a match reproducing the tree's formula counts 1 + tree_bonus
+
+
+DEFAULT_SETTINGS = FragmenterSettings()
+
+
+@dataclass(frozen=True)
+class FragmentSet:
+    """A structure's fragments, sorted by neutral mass (row i of every array is fragment i).
+
+    ``counts``: neutral formula per fragment (columns :data:`~speclake.pipelines.features.formula.ELEMENTS`,
+    hydrogens as attached in the molecule); ``energy``: bond dissociation energy (kJ/mol) of the bonds
+    separating the fragment from the rest; ``n_broken``: their number; ``depth``: cleavages to reach it
+    (0: the whole molecule); ``atoms``: heavy-atom bit masks (bit i = RDKit atom i). ``error`` says why a
+    structure has no fragments (unparsable SMILES, unsupported element); it never raises.
+    """
+
+    smiles: str
+    formula: str
+    mass: float                       # neutral monoisotopic mass of the molecule
+    counts: np.ndarray                # (n, N_ELEMENTS) int32
+    masses: np.ndarray                # (n,) float64, ascending
+    energy: np.ndarray                # (n,) float64
+    n_broken: np.ndarray              # (n,) int16
+    depth: np.ndarray                 # (n,) int8
+    atoms: tuple[int, ...] = field(repr=False)
+    error: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.masses)
+
+    def fragment_formula(self, i: int) -> str:
+        """Neutral Hill formula of fragment ``i``."""
+        return format_formula(self.counts[i])
+
+    @classmethod
+    def failed(cls, smiles: str, reason: str) -> "FragmentSet":
+        """An empty set that says why ``smiles`` was not fragmented."""
+        return cls(smiles, "", math.nan, np.zeros((0, N_ELEMENTS), np.int32), np.zeros(0), np.zeros(0),
+                   np.zeros(0, np.int16), np.zeros(0, np.int8), (), reason)
+
+
+@dataclass(frozen=True)
+class PeakMatch:
+    """One explained peak: its m/z and relative intensity, the fragment ion (Hill formula with charge),
+    the fragment's row, hydrogen shift, broken bonds, energy, and whether the ion is the tree's formula."""
+
+    mz: float
+    intensity: float
+    ion_formula: str
+    fragment: int
+    h_shift: int
+    n_broken: int
+    energy: float
+    tree_formula: bool
+    contribution: float
+
+
+@dataclass(frozen=True)
+class FragScore:
+    """A candidate's fragmentation evidence for one spectrum (all 0 with a ``reason`` when unscorable)."""
+
+    score: float                      # normalised MetFrag-style score in [0, 1]
+    explained_intensity: float        # matched share of the non-precursor intensity
+    n_matched: int
+    n_peaks: int                      # non-precursor peaks scored
+    tree_agreement: float | None      # share of the tree's fragment formulas reproduced (None: no tree)
+    matches: tuple[PeakMatch, ...] = ()
+    reason: str | None = None
+
+    @classmethod
+    def zero(cls, reason: str, n_peaks: int = 0) -> "FragScore":
+        return cls(0.0, 0.0, 0, n_peaks, None, (), reason)
+
+
+# --------------------------------------------------------------------------- fragmentation
+
+@dataclass
+class _Graph:
+    """Heavy-atom graph of one molecule laid out for bit-mask cleavage."""
+
+    n: int
+    atom_counts: np.ndarray            # (n, N_ELEMENTS): each heavy atom plus its hydrogens
+    bond_atoms: np.ndarray             # (m, 2)
+    bond_energy: np.ndarray            # (m,)
+    cuts: list[tuple[int, int, int]]   # (bond mask of the cut's atoms: both ends must be in F, ring mask, side)
+
+
+def _molecule(smiles_or_mol: Any) -> tuple[Any, str] | str:
+    """(RDKit Mol, canonical SMILES) or the reason it cannot be fragmented."""
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    if isinstance(smiles_or_mol, str):
+        mol = Chem.MolFromSmiles(smiles_or_mol) if smiles_or_mol.strip() else None
+        if mol is None:
+            return f"unparsable SMILES {smiles_or_mol!r}"
+    elif smiles_or_mol is not None and hasattr(smiles_or_mol, "GetAtoms"):
+        mol = smiles_or_mol
+    else:
+        return f"not a SMILES string or RDKit molecule: {type(smiles_or_mol).__name__}"
+    if len(Chem.GetMolFrags(mol)) != 1:
+        return "disconnected structure (salt or mixture): fragment the parent component"
+    return mol, Chem.MolToSmiles(mol)
+
+
+def _component(start: int, allowed: int, adj: list[int]) -> int:
+    """Bit mask of the atoms reachable from atom ``start`` inside ``allowed`` (neighbour masks ``adj``)."""
+    comp = frontier = 1 << start
+    while frontier:
+        nxt = 0
+        while frontier:
+            low = frontier & -frontier
+            nxt |= adj[low.bit_length() - 1]
+            frontier ^= low
+        nxt &= allowed & ~comp
+        comp |= nxt
+        frontier = nxt
+    return comp
+
+
+def _graph(mol: Any) -> _Graph | str:
+    """The cleavable graph of ``mol``: atom formulas, bond energies and the molecule-level cuts."""
+    n = mol.GetNumAtoms()
+    counts = np.zeros((n, N_ELEMENTS), np.int32)
+    for a in mol.GetAtoms():
+        sym = a.GetSymbol()
+        idx = ELEMENT_INDEX.get(sym)
+        if idx is None:
+            return f"unsupported element {sym} (supported: {', '.join(ELEMENTS)})"
+        counts[a.GetIdx(), idx] += 1
+        counts[a.GetIdx(), _H] += a.GetTotalNumHs()
+    bonds = list(mol.GetBonds())
+    m = len(bonds)
+    bond_atoms = np.array([[b.GetBeginAtomIdx(), b.GetEndAtomIdx()] for b in bonds], np.int64).reshape(m, 2)
+    energy = np.array([bond_energy(b.GetBeginAtom().GetSymbol(), b.GetEndAtom().GetSymbol(),
+                                   1.5 if b.GetIsAromatic() else float(b.GetBondTypeAsDouble())) for b in bonds])
+    adj = [0] * n
+    for a, b in bond_atoms.tolist():
+        adj[a] |= 1 << b
+        adj[b] |= 1 << a
+    full = (1 << n) - 1
+    cuts: list[tuple[int, int, int]] = []
+    for b in bonds:
+        if not b.IsInRing() and b.GetBondTypeAsDouble() == 1.0:
+            i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
+            adj_i = adj[i] & ~(1 << j)
+            side = _component(i, full & ~(1 << j), adj) if adj_i else 1 << i
+            cuts.append(((1 << i) | (1 << j), (1 << i) | (1 << j), side))
+    ring_info = mol.GetRingInfo()
+    for ring_bonds, ring_atoms in zip(ring_info.BondRings(), ring_info.AtomRings()):
+        ring_mask = sum(1 << a for a in ring_atoms)
+        for x in range(len(ring_bonds)):
+            for y in range(x + 1, len(ring_bonds)):
+                (i1, j1), (i2, j2) = bond_atoms[ring_bonds[x]].tolist(), bond_atoms[ring_bonds[y]].tolist()
+                cut_adj = list(adj)
+                for p, q in ((i1, j1), (i2, j2)):
+                    cut_adj[p] &= ~(1 << q)
+                    cut_adj[q] &= ~(1 << p)
+                side = _component(i1, full, cut_adj)
+                if side >> j1 & 1:       # still connected: this pair does not split the molecule
+                    continue
+                cuts.append((ring_mask, ring_mask, side))
+    return _Graph(n, counts, bond_atoms, energy, cuts)
+
+
+def _expand(graph: _Graph, max_depth: int, max_fragments: int) -> dict[int, int]:
+    """Atom mask -> smallest depth, for every fragment reachable in ``max_depth`` cleavages."""
+    full = (1 << graph.n) - 1
+    seen = {full: 0}
+    layer = [full]
+    for depth in range(1, max_depth + 1):
+        nxt = []
+        for frag in layer:
+            for need, _, side in graph.cuts:
+                if frag & need != need:
+                    continue
+                for piece in (frag & side, frag & ~side):
+                    if piece not in seen:
+                        seen[piece] = depth
+                        nxt.append(piece)
+            if len(seen) >= max_fragments:
+                log.debug("fragment cap %d reached at depth %d", max_fragments, depth)
+                return seen
+        layer = nxt
+    return seen
+
+
+def _masks_matrix(masks: Sequence[int], n: int) -> np.ndarray:
+    """(len(masks), n) 0/1 matrix of atom bit masks."""
+    nbytes = max(1, (n + 7) // 8)
+    raw = np.frombuffer(b"".join(m.to_bytes(nbytes, "little") for m in masks), np.uint8).reshape(len(masks), nbytes)
+    return np.unpackbits(raw, axis=1, bitorder="little")[:, :n]
+
+
+def _fragment(mol: Any, smiles: str, max_depth: int, max_fragments: int, max_heavy_atoms: int) -> FragmentSet:
+    graph = _graph(mol)
+    if isinstance(graph, str):
+        return FragmentSet.failed(smiles, graph)
+    depth_limit = max_depth if graph.n <= max_heavy_atoms else min(max_depth, 1)
+    seen = _expand(graph, depth_limit, max_fragments)
+    masks = list(seen)
+    member = _masks_matrix(masks, graph.n)
+    counts = (member.astype(np.int32) @ graph.atom_counts).astype(np.int32)
+    masses = counts @ MONO_MASS
+    if len(graph.bond_atoms):
+        boundary = member[:, graph.bond_atoms[:, 0]] ^ member[:, graph.bond_atoms[:, 1]]
+        energy = boundary @ graph.bond_energy
+        n_broken = boundary.sum(axis=1).astype(np.int16)
+    else:
+        energy, n_broken = np.zeros(len(masks)), np.zeros(len(masks), np.int16)
+    depth = np.array([seen[k] for k in masks], np.int8)
+    order = np.argsort(masses, kind="stable")
+    total = counts[depth == 0][0]
+    return FragmentSet(smiles, format_formula(total), float(total @ MONO_MASS), counts[order], masses[order],
+                       energy[order], n_broken[order], depth[order], tuple(masks[i] for i in order))
+
+
+class _LRU:
+    """A small LRU of fragment sets keyed by (SMILES, settings)."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self.d: OrderedDict[tuple, FragmentSet] = OrderedDict()
+
+    def get(self, key: tuple) -> FragmentSet | None:
+        hit = self.d.get(key)
+        if hit is not None:
+            self.d.move_to_end(key)
+        return hit
+
+    def put(self, key: tuple, value: FragmentSet) -> None:
+        self.d[key] = value
+        if len(self.d) > self.maxsize:
+            self.d.popitem(last=False)
+
+
+_CACHE = _LRU(20_000)
+
+
+def fragment_candidate(smiles_or_mol: Any, *, max_depth: int = DEFAULT_SETTINGS.max_depth,
+                       max_fragments: int = DEFAULT_SETTINGS.max_fragments,
+                       max_heavy_atoms: int = DEFAULT_SETTINGS.max_heavy_atoms) -> FragmentSet:
+    """Fragments of one structure (SMILES or RDKit Mol), cached per SMILES; never raises for bad input
+    (see :attr:`FragmentSet.error`)."""
+    if max_depth < 0:
+        raise ValueError(f"max_depth must be >= 0, got {max_depth}")
+    key = (smiles_or_mol, max_depth, max_fragments, max_heavy_atoms) if isinstance(smiles_or_mol, str) else None
+    if key is not None and (hit := _CACHE.get(key)) is not None:
+        return hit
+    parsed = _molecule(smiles_or_mol)
+    if isinstance(parsed, str):
+        out = FragmentSet.failed(smiles_or_mol if isinstance(smiles_or_mol, str) else "", parsed)
+    else:
+        out = _fragment(parsed[0], parsed[1], max_depth, max_fragments, max_heavy_atoms)
+    if key is not None:
+        _CACHE.put(key, out)
+    return out
+
+
+# --------------------------------------------------------------------------- matching and scoring
+
+def _carriers(adduct: str) -> tuple[int, tuple[tuple[float, int], ...]]:
+    """(charge sign, ((mass added to a neutral fragment, hydrogens added), ...)) of an adduct's mode."""
+    from speclake.pipelines.features.formula import singly_charged_adduct
+
+    add = singly_charged_adduct(adduct)
+    if add.charge > 0:
+        return 1, ((PROTON_MASS, 1), (-ELECTRON_MASS, 0))
+    return -1, ((-PROTON_MASS, -1), (ELECTRON_MASS, 0))
+
+
+def _tree_lookup(tree_formulas: Mapping[float, str] | None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Sorted m/z of the tree's peaks and their ion formula counts (neutral atoms, charge dropped)."""
+    from speclake.pipelines.features.formula import parse_formula
+
+    if not tree_formulas:
+        return np.zeros(0), []
+    items = sorted((float(mz), parse_formula(f)[0]) for mz, f in tree_formulas.items())
+    return np.array([m for m, _ in items]), [c for _, c in items]
+
+
+def score_spectrum(fragments: FragmentSet, mzs: Sequence[float], intensities: Sequence[float],
+                   precursor_mz: float, adduct: str, *, ppm: float | None = None, abs_tol: float | None = None,
+                   tree_formulas: Mapping[float, str] | None = None,
+                   settings: FragmenterSettings = DEFAULT_SETTINGS) -> FragScore:
+    """MetFrag-style score of one structure's fragments against one spectrum (see the module doc).
+
+    ``tree_formulas``: peak m/z -> ion formula the query's fragmentation tree gave it (``C7H7O+``).
+    Never raises for bad input: an unscorable case gives :meth:`FragScore.zero` with the reason.
+    """
+    ppm = settings.ppm if ppm is None else ppm
+    abs_tol = settings.abs_tol if abs_tol is None else abs_tol
+    if fragments.error:
+        return FragScore.zero(fragments.error)
+    try:
+        sign, carriers = _carriers(adduct)
+    except ValueError as err:
+        return FragScore.zero(f"adduct {adduct!r}: {err}")
+    mz = np.asarray(mzs, np.float64).ravel()
+    inten = np.asarray(intensities, np.float64).ravel()
+    if mz.shape != inten.shape:
+        return FragScore.zero(f"{len(mz)} m/z values but {len(inten)} intensities")
+    if not (precursor_mz and math.isfinite(precursor_mz) and precursor_mz > 0):
+        return FragScore.zero(f"invalid precursor m/z {precursor_mz!r}")
+    ok = np.isfinite(mz) & np.isfinite(inten) & (inten > 0) & (mz > 0)
+    mz, inten = mz[ok], inten[ok]
+    prec_tol = max(precursor_mz * ppm * 1e-6, abs_tol)
+    keep = mz < precursor_mz - prec_tol           # the precursor (and anything above) is not a fragment
+    mz, inten = mz[keep], inten[keep]
+    if len(mz) == 0:
+        return FragScore.zero("no fragment peaks below the precursor m/z")
+    if len(mz) > settings.max_peaks:
+        top = np.sort(np.argsort(-inten, kind="stable")[: settings.max_peaks])
+        mz, inten = mz[top], inten[top]
+    rel = inten / inten.max()
+    weight = (mz / precursor_mz) ** settings.mz_exponent * rel ** settings.intensity_exponent
+    tol = np.maximum(mz * ppm * 1e-6, abs_tol)
+    lo_mz, hi_mz = mz - tol, mz + tol
+    tree_mz, tree_counts = _tree_lookup(tree_formulas)
+    peak_tree: list[np.ndarray | None] = [None] * len(mz)
+    if len(tree_mz):
+        for p in range(len(mz)):
+            j = int(np.argmin(np.abs(tree_mz - mz[p])))
+            if abs(tree_mz[j] - mz[p]) <= tol[p]:
+                peak_tree[p] = tree_counts[j]
+    n_tree = sum(t is not None for t in peak_tree)
+
+    frag_h = fragments.counts[:, _H]
+    best = np.zeros(len(mz))
+    best_match: list[tuple | None] = [None] * len(mz)
+    tree_hit = np.zeros(len(mz), bool)
+    gamma, scale = settings.energy_exponent, settings.energy_scale
+    for carrier_mass, carrier_h in carriers:
+        for k in range(-settings.max_h_shift, settings.max_h_shift + 1):
+            ions = fragments.masses + carrier_mass + k * H_MASS
+            start = np.searchsorted(ions, lo_mz, "left")
+            stop = np.searchsorted(ions, hi_mz, "right")
+            for p in np.flatnonzero(stop > start):
+                rows = np.arange(start[p], stop[p])
+                depth = fragments.depth[rows]
+                ok = (frag_h[rows] + carrier_h + k >= 0) & (depth > 0)
+                if settings.h_shift_by_depth:
+                    ok &= depth >= abs(k)
+                rows = rows[ok]
+                if len(rows) == 0:
+                    continue
+                energy = fragments.energy[rows] + abs(k) * settings.h_shift_energy
+                factor = np.ones(len(rows))
+                tree_ok = np.zeros(len(rows), bool)
+                if peak_tree[p] is not None:
+                    ion = fragments.counts[rows].copy()
+                    ion[:, _H] += carrier_h + k
+                    tree_ok = (ion == peak_tree[p]).all(axis=1)
+                    factor = np.where(tree_ok, 1.0 + settings.tree_bonus, 1.0)
+                value = weight[p] * factor / (1.0 + energy / scale) ** gamma
+                i = int(np.argmax(value))
+                if value[i] > best[p]:
+                    best[p] = value[i]
+                    best_match[p] = (int(rows[i]), k, carrier_h, float(energy[i]), bool(tree_ok[i]))
+                tree_hit[p] |= bool(tree_ok.any())
+    matched = best > 0
+    matches = []
+    for p in np.flatnonzero(matched):
+        row, k, carrier_h, energy, in_tree = best_match[p]
+        ion = fragments.counts[row].copy()
+        ion[_H] += carrier_h + k
+        matches.append(PeakMatch(float(mz[p]), float(rel[p]), format_formula(ion, sign), row, k,
+                                 int(fragments.n_broken[row]), energy, in_tree, float(best[p])))
+    norm = (1.0 + settings.tree_bonus) if n_tree else 1.0
+    return FragScore(
+        score=float(best.sum() / (norm * weight.sum())),
+        explained_intensity=float(inten[matched].sum() / inten.sum()),
+        n_matched=int(matched.sum()),
+        n_peaks=len(mz),
+        tree_agreement=float(tree_hit.sum() / n_tree) if n_tree else None,
+        matches=tuple(matches),
+    )
+
+
+# --------------------------------------------------------------------------- evidence columns
+
+#: Evidence columns of :func:`fragmenter_features`, one row per candidate.
+FRAGMENTER_FEATURES: tuple[str, ...] = ("frag_score", "frag_explained", "frag_matched", "frag_tree")
+
+
+def tree_formulas_of(tree: Any) -> dict[float, str]:
+    """Peak m/z -> ion formula of a :class:`~speclake.pipelines.features.fragtree.FragTree`'s fragment nodes
+    (the precursor node left out)."""
+    return {float(n.mz): n.formula for n in tree.nodes[1:]}
+
+
+def query_trees(query: Query, candidates: Sequence[Candidate], ppm: float | None = None) -> dict[tuple[str, str], dict]:
+    """(formula, adduct) -> tree formulas (:func:`tree_formulas_of`) of each distinct pair among ``candidates``
+    ({} where no tree can be made)."""
+    from speclake.pipelines.features.fragtree import Skipped, compute_tree
+
+    out: dict[tuple[str, str], dict] = {}
+    for c in candidates:
+        key = (c.formula, c.adduct)
+        if key not in out:
+            tree = compute_tree(c.formula, c.adduct, query.mz, query.intensities,
+                                precursor_mz=float(query.precursor_mz), tolerance=ppm)
+            out[key] = {} if isinstance(tree, Skipped) else tree_formulas_of(tree)
+    return out
+
+
+def fragmenter_details(query: Query, candidates: Sequence[Candidate], *,
+                       settings: FragmenterSettings = DEFAULT_SETTINGS,
+                       trees: Mapping[tuple[str, str], Mapping[float, str]] | None = None) -> list[FragScore]:
+    """:class:`FragScore` of every candidate against the query (its own adduct hypothesis each);
+    ``trees``: (formula, adduct) -> tree formulas (:func:`query_trees`), None for no tree evidence."""
+    out = []
+    for c in candidates:
+        frags = fragment_candidate(c.smiles, max_depth=settings.max_depth, max_fragments=settings.max_fragments,
+                                   max_heavy_atoms=settings.max_heavy_atoms)
+        tf = (trees or {}).get((c.formula, c.adduct)) or None
+        out.append(score_spectrum(frags, query.mz, query.intensities, float(query.precursor_mz), c.adduct,
+                                  tree_formulas=tf, settings=settings))
+    return out
+
+
+def fragmenter_features(query: Query, candidates: Sequence[Candidate], *,
+                        settings: FragmenterSettings = DEFAULT_SETTINGS,
+                        trees: Mapping[tuple[str, str], Mapping[float, str]] | None = None) -> np.ndarray:
+    """(len(candidates), len(:data:`FRAGMENTER_FEATURES`)) evidence: score, explained intensity, matched
+    peaks, tree formulas reproduced (0 without a tree)."""
+    X = np.zeros((len(candidates), len(FRAGMENTER_FEATURES)))
+    for i, s in enumerate(fragmenter_details(query, candidates, settings=settings, trees=trees)):
+        X[i] = (s.score, s.explained_intensity, s.n_matched, s.tree_agreement or 0.0)
+    return X
+
+
+def fragmenter_scores(query: Query, candidates: Sequence[Candidate], *,
+                      settings: FragmenterSettings = DEFAULT_SETTINGS,
+                      trees: Mapping[tuple[str, str], Mapping[float, str]] | None = None) -> np.ndarray:
+    """One MetFrag-style score per candidate (0 for a structure that cannot be fragmented)."""
+    return fragmenter_features(query, candidates, settings=settings, trees=trees)[:, 0]
