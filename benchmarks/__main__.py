@@ -10,6 +10,8 @@ Each benchmark prints its own table. NAME is one of:
     embed      arch5 structure index: embedding throughput, bytes per structure, spectrum-query latency
     library    library search queries/s: speclake's fragment index vs Flash entropy search and matchms
     annotate   a blind MGF study of MassBank test spectra: annotate_study spectra/s, hit@k, confidence, library
+    ranker     the candidate ranker: every evidence alone, ablations, fused vs prior and random, formula and mass
+               candidates, bootstrap intervals, per ion mode and novelty stratum (on annotate's work lake)
 
 Without NAME all of them run in this order (hours on 2 cores; see README "Benchmarks").
 Arguments after ``--`` go to every named benchmark, e.g. ``python -m benchmarks index -- --limit 20000``.
@@ -29,6 +31,7 @@ BENCHMARKS: dict[str, str] = {
     "embed": "benchmarks.embed_bench",
     "library": "benchmarks.library_bench",
     "annotate": "benchmarks.annotate_bench",
+    "ranker": "benchmarks.ranker_bench",
 }
 
 

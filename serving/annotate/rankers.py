@@ -248,7 +248,7 @@ def known_queries(lake: Any, settings: RankerSettings, n_fit: int, n_test: int,
     return ([queries[i] for i in fit], [truths[i] for i in fit]), ([queries[i] for i in test], [truths[i] for i in test])
 
 
-def _prepare(lake: Any, name: str, settings: RankerSettings, source: Any, builder: EvidenceBuilder,
+def prepare_lists(lake: Any, name: str, settings: RankerSettings, source: Any, builder: EvidenceBuilder,
              data: tuple[list, list[dict]] | None = None) -> dict[str, Any]:
     """Queries (those of the split ``name``, or ``data``) with candidates, hits, evidence and the truth's row."""
     t0 = time.perf_counter()
@@ -279,7 +279,7 @@ def _top_prob(model: LinearFusion, X: np.ndarray) -> float:
     return float(softmax(model.score(X)).max()) if len(X) else float("nan")
 
 
-def _novelty(data: dict[str, Any], builder: EvidenceBuilder) -> np.ndarray:
+def novelty(data: dict[str, Any], builder: EvidenceBuilder) -> np.ndarray:
     """Per query: its true structure's highest Tanimoto to the library (training) structures."""
     from speclake.training import metrics as M
 
@@ -366,6 +366,17 @@ def fit_ranker(lake: str | os.PathLike[str], settings: RankerSettings | None = N
     return ranker_id, metrics
 
 
+def fit_evidence_builder(lake: str | os.PathLike[str], settings: RankerSettings) -> EvidenceBuilder:
+    """The evidence of a ranker fit: library = training-split spectra, the lake's adduct priors, the trained
+    models of ``settings.models``."""
+    from .evidence import model_scorers
+    from .precursor import adduct_priors
+
+    return EvidenceBuilder(LibraryReference.from_lake(lake, splits=("train",), split_settings=settings.split),
+                           adduct_priors(lake), models=model_scorers(lake, settings.models, settings.split),
+                           max_hits=settings.library_top_k)
+
+
 def _fit(lake: str | os.PathLike[str], settings: RankerSettings, source: Any, run: Run) -> tuple[str, dict[str, Any]]:
     """The body of :func:`fit_ranker`, each step a stage of ``run``."""
     import contextlib
@@ -373,29 +384,25 @@ def _fit(lake: str | os.PathLike[str], settings: RankerSettings, source: Any, ru
     from speclake.training.split import assign_split
 
     from .candidates import CandidateSource
-    from .evidence import model_scorers
-    from .precursor import adduct_priors
 
     t_start = time.perf_counter()
     inputs = lake_inputs(lake, settings.index_name)
     with run.stage("evidence"):
-        builder = EvidenceBuilder(LibraryReference.from_lake(lake, splits=("train",), split_settings=settings.split),
-                                  adduct_priors(lake), models=model_scorers(lake, settings.models, settings.split),
-                                  max_hits=settings.library_top_k)
+        builder = fit_evidence_builder(lake, settings)
     names = builder.names
     opened = (contextlib.nullcontext(source) if source is not None else
               CandidateSource.open(lake, settings.index_name, settings.ppm, max_formulas=settings.max_formulas))
     with opened as src:
         with run.stage("validation"):
-            val = _prepare(lake, "validation", settings, src, builder)
+            val = prepare_lists(lake, "validation", settings, src, builder)
         with run.stage("test"):
-            test = _prepare(lake, "test", settings, src, builder)
+            test = prepare_lists(lake, "test", settings, src, builder)
         with run.stage("known"):
             ratio = settings.known_fraction / (1.0 - settings.known_fraction)
             kfit, ktest = known_queries(lake, settings, round(len(val["queries"]) * ratio),
                                         round(len(test["queries"]) * ratio))
-            known = _prepare(lake, "known", settings, src, builder, kfit)
-            known_test = _prepare(lake, "known test", settings, src, builder, ktest)
+            known = prepare_lists(lake, "known", settings, src, builder, kfit)
+            known_test = prepare_lists(lake, "known test", settings, src, builder, ktest)
     val_keys = [t["inchikey14"] for t in val["truths"]]
     known_keys = [t["inchikey14"] for t in known["truths"]]
     wrong = sorted({k for k in val_keys if assign_split(k, settings.split) != "validation"}
@@ -429,7 +436,7 @@ def _fit(lake: str | os.PathLike[str], settings: RankerSettings, source: Any, ru
     t0, c0 = run.lap("fit", t_fit), time.process_time()
     tscores = [fusion.score(X) if len(X) else np.zeros(0) for X in test["X"]]
     t_rank, c_rank = time.perf_counter() - t0, time.process_time() - c0
-    novelty = _novelty(test, builder)
+    nov = novelty(test, builder)
     ranks = {"fused": ranks_of_truth(tscores, test["truth"]),
              "prior": ranks_of_truth([prior_scores(X) for X in test["X"]], test["truth"]),
              FALLBACK: ranks_of_truth([fallback_scores(X) if len(X) else np.zeros(0) for X in test["X"]],
@@ -437,8 +444,8 @@ def _fit(lake: str | os.PathLike[str], settings: RankerSettings, source: Any, ru
     for j, name in enumerate(names):  # every evidence column alone (sign: larger is better, but gaps/errors)
         sign = -1.0 if name in LOWER_IS_BETTER else 1.0
         ranks[f"alone:{name}"] = ranks_of_truth([sign * X[:, j] for X in test["X"]], test["truth"])
-    methods = {name: _method_metrics(r, novelty) for name, r in ranks.items()}
-    methods["random"] = _random_metrics(test, novelty)
+    methods = {name: _method_metrics(r, nov) for name, r in ranks.items()}
+    methods["random"] = _random_metrics(test, nov)
     has_t = np.array([len(X) > 0 for X in test["X"]])
     conf = np.array([float(calibrator([_top_prob(fusion, X)])[0]) if len(X) else 0.0 for X in test["X"]])
     n_test = len(test["queries"])

@@ -1,0 +1,253 @@
+"""Benchmark of the candidate ranker (issue 17): one comparison table per run.
+
+    .venv/bin/python -m benchmarks ranker                        # on the annotate benchmark's work lake
+    .venv/bin/python -m benchmarks.ranker_bench --queries 1000 --bootstrap 200
+
+The work lake ``--work`` (default benchmarks/results/lake_annotate_full, made by ``python -m benchmarks
+annotate -- --work benchmarks/results/lake_annotate_full``: the full MassBank lake and a structure index of
+lake compounds + MOSES 1.9M + MassBank isomers, prefiltered to the possible candidates) is read, never
+written (the library index is built beside it on first use).
+
+Queries are blind lake spectra (precursor m/z, ion mode, peaks): validation split (structures novel to the
+library, which holds the training split) plus *known* training-split spectra searched leave-one-spectrum-out
+(:func:`speclake.serving.annotate.rankers.known_queries`) for fitting; the structure-disjoint test split
+for the table. Two candidate modes, as the evaluation reports them:
+
+* ``formula``: the structures of the index with the true molecular formula (the formula given, as
+  MassSpecGym's bonus challenge and ``speclake evaluate``'s ``formula`` mode);
+* ``mass``: what ``speclake annotate`` sees, every structure whose ion under an adduct hypothesis of the
+  ion mode is within 10 ppm of the precursor m/z.
+
+Per mode the fused ranker is fitted on that mode's lists (validation + known only; asserted disjoint from
+the test structures by InChIKey-14), and the table gives hit@1/5/20 with 95 % bootstrap intervals
+(structures resampled) overall, per ion mode and per novelty stratum (max Tanimoto of the truth to the
+training structures) for: fused, every evidence column alone, fused without each column (ablation),
+library+prior, the library prior and random ranking of the same lists; then fused minus prior (paired).
+JSON to benchmarks/results/ranker_bench.json (git-ignored).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+log = logging.getLogger("ranker_bench")
+KS = (1, 5, 20)
+
+
+def truth_formulas(truths: list[dict]) -> list[str | None]:
+    """Molecular formula of each true structure (RDKit, as the structure index computes it)."""
+    from rdkit import Chem, RDLogger
+    from rdkit.Chem.rdMolDescriptors import CalcMolFormula
+
+    RDLogger.DisableLog("rdApp.*")
+    out: list[str | None] = []
+    for t in truths:
+        mol = Chem.MolFromSmiles(t["smiles"] or "")
+        out.append(CalcMolFormula(mol) if mol is not None else None)
+    return out
+
+
+def restrict_to_formula(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with each candidate list cut to the candidates of the true formula (the ``formula`` mode)."""
+    from speclake.serving.annotate.fusion import truth_rows
+
+    formulas = truth_formulas(data["truths"])
+    cands, X = [], []
+    for cs, x, f in zip(data["cands"], data["X"], formulas):
+        keep = [i for i, c in enumerate(cs) if f is not None and c.formula == f]
+        cands.append([cs[i] for i in keep])
+        X.append(x[keep] if len(keep) else np.zeros((0, x.shape[1])))
+    return {**data, "cands": cands, "X": X, "truth": truth_rows(cands, data["truths"])}
+
+
+def hits_of(ranks: np.ndarray) -> dict[int, np.ndarray]:
+    """Per query 0/1 hit@k (rank 0 or beyond k: miss)."""
+    return {k: ((ranks >= 1) & (ranks <= k)).astype(np.float64) for k in KS}
+
+
+def random_hits(data: dict[str, Any]) -> dict[int, np.ndarray]:
+    """Per query the exact expected hit@k of a random order of the same list (0 without the truth)."""
+    n = np.array([max(len(c), 1) for c in data["cands"]], np.float64)
+    present = np.array([t is not None for t in data["truth"]], np.float64)
+    return {k: present * np.minimum(k, n) / n for k in KS}
+
+
+def method_scores(data: dict[str, Any], names: tuple[str, ...], train: tuple[list, list], l2: float,
+                  ) -> tuple[dict[str, dict[int, np.ndarray]], dict[str, Any]]:
+    """Per-query hit@k of every method on ``data`` (test lists), the fusions fitted on ``train`` (X, truth)."""
+    from speclake.serving.annotate.fusion import fit_listwise, ranks_of_truth
+    from speclake.serving.annotate.rankers import FALLBACK, LOWER_IS_BETTER, fallback_scores, prior_scores
+
+    X_tr, t_tr = train
+    X_te, t_te = data["X"], data["truth"]
+
+    def ranks(fn) -> np.ndarray:
+        return ranks_of_truth([fn(X) if len(X) else np.zeros(0) for X in X_te], t_te)
+
+    fused = fit_listwise(X_tr, t_tr, names, l2=l2)
+    out = {"fused": hits_of(ranks(fused.score)), "prior": hits_of(ranks(prior_scores)),
+           FALLBACK: hits_of(ranks(fallback_scores)), "random": random_hits(data)}
+    for j, name in enumerate(names):
+        sign = -1.0 if name in LOWER_IS_BETTER else 1.0
+        out[f"alone:{name}"] = hits_of(ranks(lambda X, j=j, s=sign: s * X[:, j]))
+        keep = [i for i in range(len(names)) if i != j]
+        try:
+            m = fit_listwise([X[:, keep] for X in X_tr], t_tr, [names[i] for i in keep], l2=l2)
+        except ValueError:
+            continue
+        out[f"without:{name}"] = hits_of(ranks(lambda X, m=m, keep=keep: m.score(X[:, keep])))
+    return out, {"weights": dict(zip(names, fused.weights.tolist()))}
+
+
+def groups_of(data: dict[str, Any], novelty: np.ndarray) -> dict[str, np.ndarray]:
+    """Query indexes of: all, each ion mode, each novelty stratum."""
+    from speclake.training.metrics import novelty_labels, novelty_stratum
+
+    modes = np.array([t.get("ionmode") or "?" for t in data["truths"]])
+    labels = np.array([novelty_stratum(v) for v in novelty])
+    out = {"all": np.arange(len(modes))}
+    for m in ("positive", "negative"):
+        if (modes == m).any():
+            out[m] = np.flatnonzero(modes == m)
+    for lab in novelty_labels():
+        if (labels == lab).any():
+            out[f"novelty {lab}"] = np.flatnonzero(labels == lab)
+    return out
+
+
+def table(methods: dict[str, dict[int, np.ndarray]], groups: dict[str, np.ndarray], keys: np.ndarray,
+          n_boot: int, seed: int) -> list[dict[str, Any]]:
+    """Rows (method, group, n, hit@k, 95 % bootstrap interval of hit@k over structures)."""
+    from speclake.training.metrics import bootstrap_interval
+
+    rows = []
+    for name, hits in methods.items():
+        for g, idx in groups.items():
+            row: dict[str, Any] = {"method": name, "group": g, "n": int(len(idx))}
+            for k in KS:
+                v = hits[k][idx]
+                row[f"hit{k}"] = float(v.mean()) if len(v) else float("nan")
+                row[f"hit{k}_ci"] = bootstrap_interval(v, keys[idx], n=n_boot, seed=seed)
+            rows.append(row)
+    for g, idx in groups.items():   # paired: fused minus prior, per structure resample
+        d = methods["fused"][1][idx] - methods["prior"][1][idx]
+        rows.append({"method": "fused - prior", "group": g, "n": int(len(idx)), "hit1": float(d.mean()),
+                     "hit1_ci": bootstrap_interval(d, keys[idx], n=n_boot, seed=seed)})
+    return rows
+
+
+def print_table(mode: str, rows: list[dict[str, Any]], info: dict[str, Any]) -> None:
+    print(f"\n{mode} candidates: {info['n_test']} test spectra of {info['n_structures']} structures, "
+          f"truth a candidate {info['truth_in_candidates']:.3f}, mean {info['mean_candidates']:.0f} candidates; "
+          f"fusion fitted on {info['n_fit']} lists")
+    print(f"{'method':<26}{'group':<18}{'n':>6}{'hit@1':>8}{'  95% CI':<16}{'hit@5':>8}{'hit@20':>8}")
+    for r in rows:
+        ci = r["hit1_ci"]
+        print(f"{r['method']:<26}{r['group']:<18}{r['n']:>6}{r['hit1']:>8.3f}  [{ci[0]:.3f}, {ci[1]:.3f}] "
+              + (f"{r['hit5']:>7.3f}{r['hit20']:>8.3f}" if "hit5" in r else ""))
+
+
+def verdict(rows: list[dict[str, Any]]) -> list[str]:
+    """The issue's targets, met or missed by how much (fused vs prior, hit@20)."""
+    out = []
+    diffs = {r["group"]: r for r in rows if r["method"] == "fused - prior"}
+    for g, r in diffs.items():
+        lo = r["hit1_ci"][0]
+        ok = r["hit1"] >= 0.10 if g == "all" else lo > 0
+        need = "+10 points" if g == "all" else "above, outside the interval"
+        out.append(f"fused - prior hit@1, {g}: {r['hit1']:+.3f} [{lo:+.3f}, {r['hit1_ci'][1]:+.3f}] "
+                   f"({need}: {'met' if ok else 'MISSED'})")
+    h20 = next(r["hit20"] for r in rows if r["method"] == "fused" and r["group"] == "all")
+    out.append(f"fused hit@20 overall {h20:.3f} (target 0.95: {'met' if h20 >= 0.95 else f'MISSED by {0.95 - h20:.3f}'})")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", default=str(RESULTS / "lake_annotate_full"),
+                    help="a lake with spectra, compounds and a fingerprint structure index (read only)")
+    ap.add_argument("--queries", type=int, default=5000, help="validation and test spectra (each)")
+    ap.add_argument("--known-fraction", type=float, default=0.25)
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=str(RESULTS / "ranker_bench.json"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("py4j", "pyspark", "speclake.lake.run"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from speclake.index.search import IndexNotFound, index_dir, read_manifest
+    from speclake.serving.annotate.candidates import CandidateSource
+    from speclake.serving.annotate.rankers import (RankerSettings, fit_evidence_builder, known_queries, novelty,
+                                                   prepare_lists)
+
+    work = Path(args.work)
+    try:
+        read_manifest(index_dir(work, "fingerprint"))
+    except IndexNotFound:
+        print(f"{work} has no fingerprint structure index: run `python -m benchmarks annotate -- --work {work}` "
+              "first (it makes the work lake and its MOSES + isomers index)", file=sys.stderr)
+        return 2
+    t_all = time.perf_counter()
+    settings = RankerSettings(max_validation=args.queries, max_test=args.queries, known_fraction=args.known_fraction,
+                              seed=args.seed)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    builder = fit_evidence_builder(work, settings)
+    timings["evidence_builder"] = time.perf_counter() - t0
+    names = builder.names
+    with CandidateSource.open(work, settings.index_name, settings.ppm, max_formulas=settings.max_formulas) as src:
+        t0 = time.perf_counter()
+        val = prepare_lists(work, "validation", settings, src, builder)
+        test = prepare_lists(work, "test", settings, src, builder)
+        ratio = settings.known_fraction / (1 - settings.known_fraction)
+        kfit, _ = known_queries(work, settings, round(len(val["queries"]) * ratio), 0)
+        known = prepare_lists(work, "known", settings, src, builder, kfit)
+        timings["lists"] = time.perf_counter() - t0
+    test_keys = {t["inchikey14"] for t in test["truths"]}
+    fit_keys = {t["inchikey14"] for t in val["truths"] + known["truths"]}
+    if fit_keys & test_keys:
+        raise RuntimeError(f"{len(fit_keys & test_keys)} test structures among the fusion's training lists")
+    nov = novelty(test, builder)
+    keys = np.array([t["inchikey14"] for t in test["truths"]])
+    out: dict[str, Any] = {"date": str(dt.date.today()), "host": platform.node(), "cores": os.cpu_count(),
+                           "args": vars(args), "features": list(names), "modes": {}}
+    print(f"\nranker comparison ({dt.date.today()}, {platform.node()}, {os.cpu_count()} cores): {work}")
+    print(f"fit: {len(val['queries'])} validation + {len(known['queries'])} known (leave-one-spectrum-out) lists; "
+          f"test: {len(test['queries'])} spectra of {len(test_keys)} structures (none seen in fitting, InChIKey-14)")
+    print(f"evidence columns: {', '.join(names)}")
+    for mode in ("formula", "mass"):
+        t0 = time.perf_counter()
+        te, va, kn = ((restrict_to_formula(test), restrict_to_formula(val), restrict_to_formula(known))
+                      if mode == "formula" else (test, val, known))
+        methods, fit_info = method_scores(te, names, (va["X"] + kn["X"], va["truth"] + kn["truth"]), settings.l2)
+        rows = table(methods, groups_of(te, nov), keys, args.bootstrap, args.seed)
+        info = {"n_test": len(te["X"]), "n_structures": len(test_keys), "n_fit": len(va["X"]) + len(kn["X"]),
+                "truth_in_candidates": float(np.mean([t is not None for t in te["truth"]])),
+                "mean_candidates": float(np.mean([len(c) for c in te["cands"]])), **fit_info}
+        print_table(mode, rows, info)
+        v = verdict(rows)
+        print("\n".join(v))
+        timings[f"table_{mode}"] = time.perf_counter() - t0
+        out["modes"][mode] = {"info": info, "rows": rows, "verdict": v}
+    timings["all"] = time.perf_counter() - t_all
+    print("\nseconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+    out["timings"] = timings
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(out, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
