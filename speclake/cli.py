@@ -50,6 +50,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "annotate-prepare": ("speclake.serving.annotate.prepare", "annotate_prepare_cmd",
                          "Prepare a lake for annotate: descriptors, structure and library indexes, a fitted ranker."),
     "rankers": ("speclake.serving.annotate.cli", "rankers_cmd", "List the fitted annotation rankers of a lake."),
+    "serve": ("speclake.serving.api.cli", "serve_cmd",
+              "Serve the lake over HTTP: annotate, lookups, read-only SQL, study reports (OpenAPI at /docs)."),
     "report": ("speclake.serving.report.cli", "report_cmd",
                "Write a study's annotations as one self-contained HTML report (plots, structures, trees)."),
 }
