@@ -144,7 +144,7 @@ def mirror_plot_svg(query: Peaks, library: Peaks | None, *, tolerance_da: float 
                      f'{query.mz[k]:.4f}{formula}</text>')
     parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{mid:.1f}" y2="{mid:.1f}" stroke="#333"/>')
     axis_y = top + 2 * half
-    for t in nice_ticks(lo, hi):
+    for t in nice_ticks(lo, hi, target=8):
         parts.append(f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{axis_y:.1f}" y2="{axis_y + 4:.1f}" stroke="#333"/>'
                      f'<text class="ax" x="{x(t):.1f}" y="{axis_y + 15:.1f}" text-anchor="middle">{t:g}</text>')
     parts.append(f'<text class="ax" x="{left + plot_w:.1f}" y="{axis_y + 28:.1f}" text-anchor="end">m/z</text>'
@@ -200,8 +200,8 @@ def tree_html(tree) -> str:
     def node(i: int, loss: str | None) -> str:
         n = tree.nodes[i]
         seen = "" if n.intensity > 0 else ' <span class="muted">(precursor peak absent)</span>'
-        head = (f'<span class="mz">m/z {n.mz:.4f}</span> &rarr; <span class="formula">{esc(n.formula)}</span>'
-                + (f' <span class="loss">&minus;{esc(loss)}</span>' if loss else "")
+        head = (f'<span class="mz">m/z {n.mz:.4f}</span> &#8594; <span class="formula">{esc(n.formula)}</span>'
+                + (f' <span class="loss">&#8722;{esc(loss)}</span>' if loss else "")
                 + f' <span class="muted">{n.ppm_error:+.1f} ppm</span>' + seen)
         kids = sorted(children.get(i, []), key=lambda e: -tree.nodes[e.child].mz)
         inner = "".join(node(e.child, e.loss) for e in kids)

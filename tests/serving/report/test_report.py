@@ -1,0 +1,139 @@
+"""The study report of a real annotated lake: summary counts, table, details, truncation, bad data, CLI."""
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+import pytest
+from click.testing import CliRunner
+
+from speclake.lake.sql import connect
+from speclake.serving.report import StudyNotFound, render_study_report, write_study_report
+from tests.serving.report.conftest import MARKUP_TITLE
+
+
+class Elements(HTMLParser):
+    """Counts start tags by (tag, class) and collects ids: what the page is made of."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, {k: v or "" for k, v in attrs}))
+
+    def count(self, tag: str, cls: str | None = None) -> int:
+        return sum(1 for t, a in self.tags if t == tag and (cls is None or cls in a.get("class", "").split()))
+
+    def ids(self) -> set[str]:
+        return {a["id"] for _, a in self.tags if "id" in a}
+
+
+@pytest.fixture(scope="module")
+def mb_page(report_lake) -> str:
+    return render_study_report(report_lake.root, "mb")
+
+
+def lake_counts(lake, study: str) -> dict[str, int]:
+    con = connect(lake)
+    try:
+        rank1 = con.sql("SELECT count(*) FROM annotations_top1 WHERE study = ?", params=[study]).fetchall()[0][0]
+        errors = con.sql("SELECT count(*) FROM annotation_errors WHERE study = ?", params=[study]).fetchall()[0][0]
+        scans = con.sql("SELECT sum(n_scans) FROM annotation_files WHERE study = ?", params=[study]).fetchall()[0][0]
+        identity = con.sql("SELECT count(*) FROM annotations_top1 WHERE study = ? AND library_spectrum_id IS NOT NULL",
+                           params=[study]).fetchall()[0][0]
+    finally:
+        con.close()
+    return {"rank1": rank1, "errors": errors, "scans": scans, "with_library": identity}
+
+
+def test_report_shows_every_rank1_row_with_plots_structures_and_trees(report_lake, mb_page):
+    """Table rows = rank-1 rows of the lake; each row has a detail section with a mirror plot (matched peaks
+    highlighted where a library spectrum exists), a structure drawing and a fragmentation tree."""
+    counts = lake_counts(report_lake.root, "mb")
+    page = Elements(mb_page)
+    assert counts["errors"] == 4 and counts["scans"] == 18 and counts["rank1"] == 14, "fixture: 18 scans, 4 bad"
+    rows = re.search(r'<tbody>(.*?)</tbody>', mb_page, re.S).group(1)
+    assert rows.count("<tr") == counts["rank1"]
+    assert page.count("section", "detail") == counts["rank1"]
+    assert page.count("svg", "mirror") == counts["rank1"] - 1, "the deleted file's scan has no peaks to plot"
+    assert counts["with_library"] >= 10
+    assert page.count("line", "matched") >= 2 * counts["with_library"], "query and library side highlighted"
+    assert page.count("svg", "structure") >= counts["rank1"] - 1
+    assert page.count("ul", "tree") >= 10
+    assert "Fragmentation tree" in mb_page and "identity match" in mb_page
+    assert "<script src" not in mb_page and "http://" not in mb_page.replace("http://www.w3.org", "") \
+        .replace("http://www.rdkit.org", ""), "self-contained: nothing fetched at view time"
+    assert "Per-peak attributions: none available" in mb_page
+
+
+def test_summary_counts_match_the_lake(report_lake, mb_page):
+    """Files, scans, annotated, errors, and the errors-by-reason codes of the lake are on the page."""
+    counts = lake_counts(report_lake.root, "mb")
+    cards = dict((label, int(n)) for n, label in
+                 re.findall(r'<div class="card"><b>(\d+)</b>([^<]+)</div>', mb_page))
+    assert cards["files"] == 3 and cards["scans"] == counts["scans"] and cards["errors"] == counts["errors"]
+    assert cards["annotated"] + cards["no candidates"] + cards["errors"] == counts["scans"]
+    assert cards["confidence &ge; 0.5"] == 0, "no fitted ranker in this lake: no confidence"
+    for code in ("no_peaks", "unknown_ionmode"):
+        assert f"<code>{code}</code>" in mb_page
+
+
+def test_query_ids_are_escaped(mb_page):
+    """A TITLE that is markup is shown as text: no element of the page comes from it."""
+    assert "injected" not in Elements(mb_page).ids()
+    assert "&lt;b id=&#x27;injected&#x27;&gt;scan &amp; 1&lt;/b&gt;" in mb_page
+    assert MARKUP_TITLE not in mb_page
+
+
+def test_moved_study_file_is_named_not_fatal(report_lake, mb_page):
+    """The peaks of a study file deleted since annotation cannot be re-read: the page says so, by file."""
+    assert f"the study file {report_lake.moved_file} is not found from here" in mb_page
+
+
+def test_details_are_limited_and_the_page_says_so(report_lake, tmp_path):
+    """limit=2: two detail sections (most confident first), every row still in the table, a note says so."""
+    path = write_study_report(report_lake.root, "mb", tmp_path / "sub" / "mb.html", limit=2)
+    text = path.read_text()
+    page = Elements(text)
+    assert page.count("section", "detail") == 2
+    assert re.search(r'<tbody>(.*?)</tbody>', text, re.S).group(1).count("<tr") == 14
+    assert "Details of the first 2 of 14 rank-1 rows" in text
+    with pytest.raises(ValueError):
+        render_study_report(report_lake.root, "mb", limit=-1)
+
+
+def test_study_with_only_errors_renders(report_lake):
+    """Every scan of study 'broken' failed: the page renders its error rows and an empty table."""
+    text = render_study_report(report_lake.root, "broken")
+    assert re.search(r'<tbody>(.*?)</tbody>', text, re.S).group(1) == ""
+    assert "<h2>Errors (4)</h2>" in text and "<h2>Rank-1 annotations (0)</h2>" in text
+    assert re.search(r'<div class="card"><b>0</b>annotated</div>', text)
+    for code in ("no_peaks", "unknown_ionmode"):
+        assert f"<code>{code}</code>" in text
+    assert Elements(text).count("section", "detail") == 0
+
+
+def test_unknown_study_is_a_clear_error(report_lake, tmp_path):
+    """An unknown study raises StudyNotFound naming the lake's studies; the CLI exits 1 with that line."""
+    with pytest.raises(StudyNotFound, match=r"no study 'nope'.*studies there: broken, mb"):
+        render_study_report(report_lake.root, "nope")
+    from speclake.cli import main
+
+    result = CliRunner().invoke(main, ["report", "--study", "nope", "--lake", str(report_lake.root),
+                                       "--out", str(tmp_path / "x.html")])
+    assert result.exit_code == 1 and "no study 'nope'" in result.output
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_cli_writes_the_report(report_lake, tmp_path):
+    """`speclake report --study mb --lake DIR --out FILE --details 3` writes the page and says where."""
+    from speclake.cli import main
+
+    out = tmp_path / "mb.html"
+    result = CliRunner().invoke(main, ["report", "--study", "mb", "--lake", str(report_lake.root), "--out", str(out),
+                                       "--details", "3"])
+    assert result.exit_code == 0, result.output
+    assert f"written to {out}" in result.output
+    assert Elements(out.read_text()).count("section", "detail") == 3
