@@ -8,9 +8,17 @@ STAMP  := $(VENV)/.installed
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean chromium
 
 install: $(STAMP)
+
+# Debian's chromium for the study report's browser test (tests/serving/report): installed when missing
+# and we are root with apt; never fatal (without it that test skips and says why).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || \
+	  echo "chromium not installed: the report's browser test will skip"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +31,7 @@ demo: $(STAMP)
 	$(BIN)/speclake tables --lake speclake-lake
 	$(BIN)/speclake sql "SELECT source, ionmode, ms_level, count(*) AS spectra FROM spectra GROUP BY ALL ORDER BY ALL" --lake speclake-lake
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)

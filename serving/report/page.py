@@ -35,7 +35,7 @@ th.asc::after{content:" \\25B2"}th.desc::after{content:" \\25BC"}td.n{text-align
 #annotations{font-size:13px}#annotations tr:hover td{background:#f6faff}.wrap{max-height:70vh;overflow:auto}
 .controls{display:flex;gap:16px;align-items:center;margin:6px 0}.controls input[type=search]{width:260px}
 .detail{border:1px solid #ddd;border-radius:6px;padding:10px;margin:12px 0;display:grid;
-grid-template-columns:660px 270px;gap:8px 16px}.detail .full{grid-column:1/3}
+grid-template-columns:minmax(0,660px) 270px;gap:8px 16px}svg.mirror{max-width:100%;height:auto}.detail .full{grid-column:1/3}
 svg .ax,svg .lbl,svg .who{font:10px sans-serif;fill:#333}svg .who{font-weight:bold}
 ul.tree{font-size:12px;padding-left:14px;margin:4px 0}ul.tree ul{padding-left:18px;border-left:1px dotted #bbb}
 .formula{font-weight:600}.loss{color:#1f77b4}.mz{font-variant-numeric:tabular-nums}
