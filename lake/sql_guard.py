@@ -332,6 +332,15 @@ class ReadOnlyLake:
         self._parser.close()
 
 
+def flat_table(table: pa.Table) -> pa.Table:
+    """``table`` with list, map and struct columns as JSON text (CSV holds no nested values)."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_nested(f.type):
+            text = [None if v is None else json.dumps(json_value(v)) for v in table.column(i).to_pylist()]
+            table = table.set_column(i, pa.field(f.name, pa.string()), pa.array(text, pa.string()))
+    return table
+
+
 def export_table(table: pa.Table, out: str | os.PathLike[str]) -> Path:
     """Write a result to CSV or Parquet, chosen by the file extension."""
     import pyarrow.csv as pacsv
@@ -340,7 +349,7 @@ def export_table(table: pa.Table, out: str | os.PathLike[str]) -> Path:
     path = Path(out)
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        pacsv.write_csv(table, str(path))
+        pacsv.write_csv(flat_table(table), str(path))
     elif suffix in (".parquet", ".pq"):
         pq.write_table(table, str(path))
     else:
@@ -371,4 +380,4 @@ def read_only_cli(lake_dir: str | os.PathLike[str], sql: str, *, out: str | None
 
 
 __all__ = ["ALLOWED_TABLE_FUNCTIONS", "ReadOnlyLake", "SqlError", "SqlGuardSettings", "SqlRefused", "SqlResult",
-           "check_sql", "export_table", "harden", "read_only_cli", "json_value", "open_read_only", "refused_in_tree", "table_rows"]
+           "check_sql", "export_table", "flat_table", "harden", "read_only_cli", "json_value", "open_read_only", "refused_in_tree", "table_rows"]
