@@ -54,6 +54,8 @@ class ReportSettings(BaseModel):
                                                        "(most confident first); None: every one")
     tolerance_da: float = Field(0.02, gt=0, description="fragment m/z tolerance of matched peaks (library search's)")
     max_errors: int = Field(500, ge=0, description="error rows listed (all are counted)")
+    study_dirs: tuple[str, ...] = Field((), description="folders searched (by file name) for study files no longer "
+                                                       "at the path annotate recorded")
 
 
 class StudyNotFound(ValueError):
@@ -168,17 +170,27 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_query_peaks(source_file: str, expected_sha256: set[str], study: str,
+def locate(source_file: str, study_dirs: tuple[str, ...] = ()) -> Path | None:
+    """The study file at its recorded path, else a file of the same name in one of ``study_dirs``."""
+    path = Path(source_file)
+    if path.is_file():
+        return path
+    found = (Path(d) / path.name for d in study_dirs)
+    return next((p for p in found if p.is_file()), None)
+
+
+def read_query_peaks(source_file: str, expected_sha256: set[str], study: str, study_dirs: tuple[str, ...] = (),
                      ) -> tuple[dict[tuple[str, str], Any], str | None]:
     """(query_id, record_locator) -> Query of a study file re-read as annotate read it, or a note saying
     why its peaks are not available (file moved, or changed since it was annotated)."""
     from speclake.serving.annotate.queries import read_queries
 
-    path = Path(source_file)
-    if not path.is_file():
-        return {}, f"query peaks not shown: the study file {source_file} is not found from here"
+    path = locate(source_file, study_dirs)
+    if path is None:
+        where = f" nor in {', '.join(study_dirs)}" if study_dirs else ""
+        return {}, f"query peaks not shown: the study file {source_file} is not found from here{where}"
     if expected_sha256 and _sha256(path) not in expected_sha256:
-        return {}, f"query peaks not shown: {source_file} changed since it was annotated (sha256 differs)"
+        return {}, f"query peaks not shown: {path} differs from the file annotated (sha256)"
     read = read_queries(path, study=study, source_file=source_file)
     return {(q.query_id, q.record_locator): q for q in read.queries}, None
 
@@ -196,7 +208,8 @@ def fragmentation_tree(query, formula: str | None, adduct: str | None) -> tuple[
     return tree, None
 
 
-def read_details(con, study: str, rows: list[dict[str, Any]], files: list[dict[str, Any]]) -> list[Detail]:
+def read_details(con, study: str, rows: list[dict[str, Any]], files: list[dict[str, Any]],
+                 study_dirs: tuple[str, ...] = ()) -> list[Detail]:
     """Peaks, library spectrum and tree of each of ``rows``."""
     library = read_library(con, [r["library_spectrum_id"] for r in rows if r.get("library_spectrum_id")])
     shas: dict[str, set[str]] = {}
@@ -209,7 +222,7 @@ def read_details(con, study: str, rows: list[dict[str, Any]], files: list[dict[s
         name = row["source_file"]
         if name not in queries:
             try:
-                queries[name] = read_query_peaks(name, shas.get(name, set()), study)
+                queries[name] = read_query_peaks(name, shas.get(name, set()), study, study_dirs)
             except (OSError, ValueError) as exc:  # a file unreadable now: the report still renders
                 queries[name] = ({}, f"query peaks not shown: {name} could not be re-read ({exc})")
         found, note = queries[name]
@@ -241,7 +254,7 @@ def read_study(lake: str | os.PathLike[str], study: str, settings: ReportSetting
         rows = read_rows(con, study)
         errors = read_errors(con, study, settings.max_errors)
         n = len(rows) if settings.details is None else settings.details
-        details = read_details(con, study, rows[:n], summary.files)
+        details = read_details(con, study, rows[:n], summary.files, settings.study_dirs)
     finally:
         con.close()
     log.info("report of %s: %d rank-1 rows, %d detailed, %d errors", study, len(rows), len(details), summary.n_errors)

@@ -4,8 +4,8 @@
 takes Ray and ~40 s: annotate ranks the structures of the library hits with the prior), and
 * study ``mb``: an MGF of 12 real positive MS2 spectra of the lake (identity library hits, so the mirror
   plots have matched peaks; the first TITLE is markup, which the report must show as text), the bad
-  scans of :data:`tests.serving.annotate.conftest.BAD_MGF` (error rows), and a one-scan file deleted
-  after annotation (its peaks cannot be re-read);
+  scans of :data:`tests.serving.annotate.conftest.BAD_MGF` (error rows), and a one-scan file moved to
+  another folder after annotation (not found at its recorded path);
 * study ``broken``: only bad scans (every scan an error row).
 """
 from __future__ import annotations
@@ -28,7 +28,8 @@ class ReportLake:
 
     root: Path
     study_files: tuple[Path, ...]
-    moved_file: Path
+    moved_file: Path           # where the moved study file is now
+    moved_from: Path           # where annotate read it
 
 
 def library_mgf(lake: Path, out: Path, n: int = 12) -> Path:
@@ -67,8 +68,10 @@ def report_lake(sample_spectra_lake, tmp_path_factory) -> ReportLake:
     moved.write_text(second.replace("TITLE=mb scan 2", "TITLE=moved scan"))
     settings = AnnotateSettings(top_k=3, num_cpus=1)
     annotate_study([mb, bad, moved], lake, "mb", settings)
-    moved.unlink()
+    elsewhere = root / "elsewhere"
+    elsewhere.mkdir()
+    moved = moved.rename(elsewhere / moved.name)
     only_bad = root / "only_bad.mgf"
     only_bad.write_text(BAD_MGF.split("END IONS", 1)[1].lstrip())
     annotate_study([only_bad], lake, "broken", settings)
-    return ReportLake(root=lake, study_files=(mb, bad), moved_file=moved)
+    return ReportLake(root=lake, study_files=(mb, bad), moved_file=moved, moved_from=root / moved.name)

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from speclake.lake.sql import connect
-from speclake.serving.report import StudyNotFound, render_study_report, write_study_report
+from speclake.serving.report import ReportSettings, StudyNotFound, render_study_report, write_study_report
 from tests.serving.report.conftest import MARKUP_TITLE
 
 
@@ -88,8 +88,18 @@ def test_query_ids_are_escaped(mb_page):
 
 
 def test_moved_study_file_is_named_not_fatal(report_lake, mb_page):
-    """The peaks of a study file deleted since annotation cannot be re-read: the page says so, by file."""
-    assert f"the study file {report_lake.moved_file} is not found from here" in mb_page
+    """A study file moved since annotation: the page names it instead of a plot; with its new folder as a
+    study dir its peaks are plotted again; a different file of the same name is refused by sha256."""
+    assert f"the study file {report_lake.moved_from} is not found from here" in mb_page
+    folder = str(report_lake.moved_file.parent)
+    found = render_study_report(report_lake.root, "mb", settings=ReportSettings(study_dirs=(folder,)))
+    assert "is not found from here" not in found
+    assert Elements(found).count("svg", "mirror") == Elements(mb_page).count("svg", "mirror") + 1
+    other = report_lake.moved_file.parent.parent / "other"
+    other.mkdir(exist_ok=True)
+    (other / report_lake.moved_file.name).write_text("BEGIN IONS\nTITLE=moved scan\nEND IONS\n")
+    changed = render_study_report(report_lake.root, "mb", settings=ReportSettings(study_dirs=(str(other),)))
+    assert "differs from the file annotated (sha256)" in changed
 
 
 def test_details_are_limited_and_the_page_says_so(report_lake, tmp_path):
