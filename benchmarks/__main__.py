@@ -12,6 +12,8 @@ Each benchmark prints its own table. NAME is one of:
     annotate   a blind MGF study of MassBank test spectra: annotate_study spectra/s, hit@k, confidence, library
     ranker     the candidate ranker: every evidence alone, ablations, fused vs prior and random, formula and mass
                candidates, bootstrap intervals, per ion mode and novelty stratum (on annotate's work lake)
+    api        the HTTP API under load: `speclake serve` on loopback, 20 clients mixing annotate, lookups and SQL;
+               p50/p99 latency and requests/s per endpoint, 0 errors required
 
 Without NAME all of them run in this order (hours on 2 cores; see README "Benchmarks").
 Arguments after ``--`` go to every named benchmark, e.g. ``python -m benchmarks index -- --limit 20000``.
@@ -32,6 +34,7 @@ BENCHMARKS: dict[str, str] = {
     "library": "benchmarks.library_bench",
     "annotate": "benchmarks.annotate_bench",
     "ranker": "benchmarks.ranker_bench",
+    "api": "benchmarks.api_bench",
 }
 
 
