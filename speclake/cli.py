@@ -50,10 +50,16 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "annotate-prepare": ("speclake.serving.annotate.prepare", "annotate_prepare_cmd",
                          "Prepare a lake for annotate: descriptors, structure and library indexes, a fitted ranker."),
     "rankers": ("speclake.serving.annotate.cli", "rankers_cmd", "List the fitted annotation rankers of a lake."),
-    "serve": ("speclake.serving.api.cli", "serve_cmd",
-              "Serve the lake over HTTP: annotate, lookups, read-only SQL, study reports (OpenAPI at /docs)."),
+    "denovo": ("speclake.training.denovo.cli", "denovo_cmd",
+               "Propose new structures for study scans with the SELFIES VAE (free or --near a parent, by formula)."),
+    "denovo-train": ("speclake.training.denovo.cli", "denovo_train_cmd",
+                     "Train the de novo SELFIES VAE and its spectrum-to-latent mapper under Ray Train."),
     "report": ("speclake.serving.report.cli", "report_cmd",
                "Write a study's annotations as one self-contained HTML report (plots, structures, trees)."),
+    "serve": ("speclake.serving.api.cli", "serve_cmd",
+              "Serve the lake over HTTP: annotate, lookups, read-only SQL, study reports (OpenAPI at /docs)."),
+    "flow": ("speclake.pipelines.flows.cli", "flow_group",
+             "Prefect flows (full, refresh, retrain, index, annotate): run one, show or serve the schedules."),
 }
 
 
