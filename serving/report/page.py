@@ -171,7 +171,8 @@ def table_html(data: StudyData) -> str:
 def detail_html(i: int, d: Detail, tolerance_da: float) -> str:
     """One annotation: title line, mirror plot, structure, fragmentation tree, attributions."""
     r = d.row
-    title = r.get("compound_name") or ("no candidate structure" if r.get("status") == "no_candidates" else "")
+    title = ("no candidate structure" if r.get("status") == "no_candidates" else
+             r.get("compound_name") or r.get("formula") or r.get("inchikey") or "")
     conf = r.get("confidence")
     facts = [f"precursor m/z {r['precursor_mz']:.4f}" if r.get("precursor_mz") is not None else None,
              f"{r.get('formula')} {r.get('adduct')}" if r.get("formula") else None,
@@ -195,7 +196,7 @@ def detail_html(i: int, d: Detail, tolerance_da: float) -> str:
         plot = mirror_plot_svg(Peaks.of(d.query_mz, d.query_intensities, f"query {r['query_id']}"), lib_peaks,
                                tolerance_da=tolerance_da, precursor_mz=r.get("precursor_mz"), formulas=formulas)
         if lib is None:
-            plot += '<div class="muted">No library spectrum of this structure (nothing mirrored below).</div>'
+            plot += '<div class="muted">No library spectrum of this structure: the query alone.</div>'
         else:
             scores = [f"{k} {r[c]:.3f}" for k, c in (("entropy", "library_entropy"), ("cosine", "library_cosine"),
                                                       ("modified cosine", "library_modified_cosine"))

@@ -89,15 +89,19 @@ def mirror_plot_svg(query: Peaks, library: Peaks | None, *, tolerance_da: float 
     ``tolerance_da`` coloured (``class="peak matched"``), the others grey; m/z axis with ticks, the
     precursor m/z dashed, the ``n_labels`` most intense query peaks labelled with their m/z (and the
     fragment formula of ``formulas``, query peak index -> formula, where the tree explains the peak).
-    Every peak has a tooltip (m/z, relative intensity, formula)."""
+    Every peak has a tooltip (m/z, relative intensity, formula). Without a library spectrum the plot is
+    one-sided (the query alone) and shorter."""
     formulas = formulas or {}
     lib = library if library is not None else Peaks.of([], [], "no library spectrum")
     pairs = match_peaks(query.mz, query.intensities, lib.mz, lib.intensities, tolerance_da) \
         if len(query.mz) and len(lib.mz) else []
     q_matched, l_matched = {q for q, _ in pairs}, {j for _, j in pairs}
     left, right, top, bottom = 48, 12, 44, 46
-    plot_w, half = width - left - right, (height - top - bottom) / 2
-    mid = top + half
+    if library is None:  # one-sided: the query alone, baseline at the bottom
+        height = int(height * 0.7)
+    plot_w, plot_h = width - left - right, height - top - bottom
+    up, down = (plot_h / 2, plot_h / 2) if library is not None else (plot_h, 0.0)
+    mid = top + up
     all_mz = np.concatenate([query.mz, lib.mz, [precursor_mz] if precursor_mz else []])
     lo, hi = (float(all_mz.min()), float(all_mz.max())) if len(all_mz) else (0.0, 100.0)
     pad = max((hi - lo) * 0.05, 5.0)
@@ -109,27 +113,27 @@ def mirror_plot_svg(query: Peaks, library: Peaks | None, *, tolerance_da: float 
     parts = [f'<svg class="mirror" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
              f'width="{width}" height="{height}" role="img" '
              f'aria-label="{esc(f"mirror plot: {query.label} vs {lib.label}")}">',
-             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{2 * half:.1f}" fill="#fff" stroke="#ccc"/>']
+             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h:.1f}" fill="#fff" stroke="#ccc"/>']
     for frac in (0.5, 1.0):  # intensity grid, both halves
-        for y in (mid - frac * half, mid + frac * half):
+        for y in {mid - frac * up, mid + frac * down}:
             parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
     parts.append(f'<text x="{left - 4}" y="{top + 4}" class="ax" text-anchor="end">100%</text>'
                  f'<text x="{left - 4}" y="{mid + 3}" class="ax" text-anchor="end">0</text>'
-                 f'<text x="{left - 4}" y="{top + 2 * half}" class="ax" text-anchor="end">100%</text>')
+                 + (f'<text x="{left - 4}" y="{top + plot_h}" class="ax" text-anchor="end">100%</text>' if down else ""))
     if precursor_mz and lo <= precursor_mz <= hi:
         px = x(precursor_mz)
-        parts.append(f'<line class="precursor" x1="{px:.1f}" x2="{px:.1f}" y1="{top}" y2="{top + 2 * half:.1f}" '
+        parts.append(f'<line class="precursor" x1="{px:.1f}" x2="{px:.1f}" y1="{top}" y2="{top + plot_h:.1f}" '
                      f'stroke="#999" stroke-dasharray="4 3"><title>precursor m/z {precursor_mz:.4f}</title></line>')
 
-    def sticks(peaks: Peaks, up: bool, matched: set[int], colour: str, name: str) -> None:
+    def sticks(peaks: Peaks, upward: bool, matched: set[int], colour: str, name: str) -> None:
         rel = peaks.relative()
         for k in np.argsort(rel, kind="stable"):  # weak peaks first, strong ones drawn on top
             k = int(k)
-            px, length = x(float(peaks.mz[k])), float(rel[k]) * half
-            y2 = mid - length if up else mid + length
+            px, length = x(float(peaks.mz[k])), float(rel[k]) * (up if upward else down)
+            y2 = mid - length if upward else mid + length
             hit = k in matched
             tip = f"{name} m/z {peaks.mz[k]:.4f}, {100 * rel[k]:.1f}%" + (" (matched)" if hit else "")
-            if up and k in formulas:
+            if upward and k in formulas:
                 tip += f", {formulas[k]}"
             parts.append(f'<line class="peak {"matched" if hit else "unmatched"} {name}" x1="{px:.1f}" '
                          f'x2="{px:.1f}" y1="{mid:.1f}" y2="{y2:.1f}" stroke="{colour if hit else UNMATCHED}" '
@@ -138,20 +142,20 @@ def mirror_plot_svg(query: Peaks, library: Peaks | None, *, tolerance_da: float 
     sticks(query, True, q_matched, QUERY_MATCHED, "query")
     sticks(lib, False, l_matched, LIBRARY_MATCHED, "library")
     for k in label_peaks(query.mz, query.relative(), [x(float(m)) for m in query.mz], n_labels):
-        px, py = x(float(query.mz[k])), mid - float(query.relative()[k]) * half - 3
+        px, py = x(float(query.mz[k])), mid - float(query.relative()[k]) * up - 3
         formula = f'<tspan x="{px:.1f}" dy="-11">{esc(formulas[k])}</tspan>' if k in formulas else ""
         parts.append(f'<text class="lbl" x="{px:.1f}" y="{py:.1f}" text-anchor="middle">'
                      f'{query.mz[k]:.4f}{formula}</text>')
     parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{mid:.1f}" y2="{mid:.1f}" stroke="#333"/>')
-    axis_y = top + 2 * half
+    axis_y = top + plot_h
     for t in nice_ticks(lo, hi, target=8):
         parts.append(f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{axis_y:.1f}" y2="{axis_y + 4:.1f}" stroke="#333"/>'
                      f'<text class="ax" x="{x(t):.1f}" y="{axis_y + 15:.1f}" text-anchor="middle">{t:g}</text>')
     parts.append(f'<text class="ax" x="{left + plot_w:.1f}" y="{axis_y + 28:.1f}" text-anchor="end">m/z</text>'
                  f'<text class="who" x="{left}" y="12">&#9650; {esc(query.label)} '
                  f'({len(query.mz)} peaks, {len(q_matched)} matched)</text>'
-                 f'<text class="who" x="{left}" y="{height - 4}">&#9660; {esc(lib.label)} '
-                 f'({len(lib.mz)} peaks, {len(l_matched)} matched)</text>')
+                 + (f'<text class="who" x="{left}" y="{height - 4}">&#9660; {esc(lib.label)} '
+                    f'({len(lib.mz)} peaks, {len(l_matched)} matched)</text>' if library is not None else ""))
     parts.append("</svg>")
     return "".join(parts)
 
