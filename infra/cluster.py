@@ -1,0 +1,494 @@
+"""A Spark standalone cluster and a Ray cluster on one machine, as real separate processes.
+
+For the cluster test and for users who want to try the cluster layout (``infra/cluster.yaml``)
+before they have machines::
+
+    with SparkStandalone(Path("logs/spark")) as spark, RayLocalCluster(Path("/tmp/slray")) as ray_:
+        os.environ.update(ray_.env())             # the Ray cluster's auth token for this driver
+        ...  # SparkSettings(master=spark.master_url), ray.init(address=ray_.address)
+
+``SparkStandalone`` runs ``spark-class org.apache.spark.deploy.master.Master`` and one
+``...deploy.worker.Worker`` from the pyspark wheel (which ships ``bin/spark-class`` but not the
+``sbin`` start scripts); ``RayLocalCluster`` runs ``ray start --head`` and more nodes with
+``ray start --address``, each ``--block`` in its own process session so that stopping the cluster
+ends exactly its processes (``ray stop`` would end every Ray of the user on the machine). Every
+port is a free one, and each Ray cluster has its own ``--temp-dir``, so neither collides with
+another Spark or Ray on the machine. ``python -m speclake.infra.cluster`` starts both and waits.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+#: JVM options of the Spark daemons (master, worker): C1 JIT and the serial GC start faster on few cores.
+QUICK_DAEMON_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
+
+class ClusterError(RuntimeError):
+    """A cluster process that would not start or stop in time (the message names its log file)."""
+
+
+# -- small pure helpers ----------------------------------------------------------------------------
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, *, interval: float = 0.3,
+               alive: Callable[[], str | None] | None = None) -> Any:
+    """Call ``check`` until it returns something truthy; :class:`ClusterError` after ``timeout`` s.
+
+    ``alive`` returns a message when a process the wait depends on has died (then no point waiting)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        dead = alive() if alive else None
+        if dead:
+            raise ClusterError(f"{what}: {dead}")
+        if time.monotonic() > deadline:
+            raise ClusterError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(interval)
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(text: str, env: dict[str, str] | None = None) -> str:
+    """``${VAR}`` and ``${VAR:-default}`` replaced by the environment's value (or the default).
+
+    A ``${VAR}`` without default whose variable is unset raises a :class:`KeyError` naming it."""
+    env = os.environ if env is None else env
+
+    def one(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if env.get(name):
+            return env[name]
+        if default is None:
+            raise KeyError(f"environment variable {name} is not set and ${{{name}}} has no default")
+        return default
+
+    return _ENV_REF.sub(one, text)
+
+
+def load_cluster_config(path: str | os.PathLike[str], env: dict[str, str] | None = None):  # -> PlatformConfig
+    """:func:`~speclake.infra.config.load_config` of a YAML whose ``${VAR:-default}`` references are
+    expanded first (``infra/cluster.yaml`` takes its addresses from the environment this way)."""
+    import yaml
+
+    from speclake.infra.config import ConfigError, parse_config
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        text = expand_env(path.read_text(encoding="utf-8"), env)
+        data = yaml.safe_load(text)
+    except KeyError as exc:
+        raise ConfigError(f"{path}: {exc.args[0]}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(data, path.resolve().parent, origin=str(path))
+
+
+def session_pids(sids: set[int]) -> list[int]:
+    """Processes (Linux ``/proc``) whose session id is one of ``sids``: what a ``start_new_session``
+    child and everything it started (and did not move to a new session) still run."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp session ...
+        if len(fields) > 3 and int(fields[3]) in sids and fields[0] != "Z":
+            out.append(int(entry.name))
+    return sorted(out)
+
+
+def pids_mentioning(text: str) -> list[int]:
+    """Processes whose command line contains ``text`` (a cluster's own temp folder names its processes)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if text in cmdline and state != "Z":
+            out.append(int(entry.name))
+    return sorted(out)
+
+
+def _signal_pids(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _tail(path: Path, n: int = 2000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+class _Daemon:
+    """One long-running child in its own session, its output in a log file."""
+
+    def __init__(self, name: str, cmd: list[str], log_file: Path, env: dict[str, str]) -> None:
+        self.name, self.cmd, self.log_file = name, cmd, log_file
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "ab") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=env, start_new_session=True)
+        log.info("%s started (pid %d): %s", name, self.proc.pid, " ".join(cmd))
+
+    def died(self) -> str | None:
+        """A message when the process has exited (with its log's tail), else None."""
+        rc = self.proc.poll()
+        if rc is None:
+            return None
+        return f"{self.name} exited with status {rc}; {self.log_file}:\n{_tail(self.log_file)}"
+
+    def pids(self) -> list[int]:
+        """This daemon's processes still running (its whole session)."""
+        return session_pids({self.proc.pid})
+
+    def stop(self, timeout: float) -> None:
+        """SIGTERM, wait ``timeout`` s, then SIGKILL whatever of its session is left."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("%s (pid %d) did not stop in %.0f s: killing it", self.name, self.proc.pid, timeout)
+        left = self.pids()
+        if left:
+            _signal_pids(left, signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+# -- Spark standalone --------------------------------------------------------------------------------
+def spark_home() -> Path:
+    """``SPARK_HOME``, or the pyspark wheel's folder (it holds ``bin/spark-class`` and the jars)."""
+    if os.environ.get("SPARK_HOME"):
+        return Path(os.environ["SPARK_HOME"])
+    import pyspark
+
+    return Path(pyspark.__file__).resolve().parent
+
+
+def java_available() -> bool:
+    """Whether a Java runtime is there for Spark (``JAVA_HOME`` or ``java`` on the PATH)."""
+    home = os.environ.get("JAVA_HOME")
+    return bool((home and Path(home, "bin", "java").exists()) or shutil.which("java"))
+
+
+class SparkStandaloneSettings(BaseModel):
+    """The local Spark standalone cluster: one master, ``workers`` workers of ``cores`` / ``memory``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = LOOPBACK
+    workers: int = Field(1, ge=1)
+    cores: int = Field(1, ge=1, description="cores each worker offers")
+    memory: str = Field("1g", description="memory each worker offers to executors")
+    daemon_memory: str = Field("256m", description="heap of the master and worker JVMs themselves")
+    daemon_java_opts: str = QUICK_DAEMON_JVM
+
+
+class SparkStandalone:
+    """``spark-class`` Master + Worker(s) on free ports; logs under ``log_dir``. A context manager."""
+
+    def __init__(self, log_dir: str | os.PathLike[str], settings: SparkStandaloneSettings | None = None) -> None:
+        self.settings = settings or SparkStandaloneSettings()
+        self.log_dir = Path(log_dir)
+        h = self.settings.host
+        self.port, self.ui_port, self.rest_port = free_port(h), free_port(h), free_port(h)
+        self.daemons: list[_Daemon] = []
+
+    @property
+    def master_url(self) -> str:
+        """``spark://host:port``: the ``spark_master`` of a config, ``--master`` of spark-submit."""
+        return f"spark://{self.settings.host}:{self.port}"
+
+    @property
+    def ui_url(self) -> str:
+        """The master's web UI; ``/json`` of it is the cluster state (workers, running and finished apps)."""
+        return f"http://{self.settings.host}:{self.ui_port}"
+
+    def _env(self) -> dict[str, str]:
+        s = self.settings
+        return {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": s.host,
+                "SPARK_DAEMON_MEMORY": s.daemon_memory, "SPARK_DAEMON_JAVA_OPTS": s.daemon_java_opts,
+                "SPARK_MASTER_OPTS": f"-Dspark.master.rest.enabled=true -Dspark.master.rest.port={self.rest_port}",
+                "SPARK_LOG_DIR": str(self.log_dir), "SPARK_NO_DAEMONIZE": "1",
+                "PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable)}
+
+    def state(self) -> dict[str, Any]:
+        """The master's ``/json``: ``aliveworkers``, ``cores``, ``activeapps``, ``completedapps``, ..."""
+        with urllib.request.urlopen(f"{self.ui_url}/json", timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def _state_or_none(self) -> dict[str, Any] | None:
+        try:
+            return self.state()
+        except (OSError, urllib.error.URLError, ValueError):
+            return None
+
+    def _died(self) -> str | None:
+        return next((m for m in (d.died() for d in self.daemons) if m), None)
+
+    def start(self, timeout: float = 120.0) -> "SparkStandalone":
+        """Start the master and the workers; return once every worker has registered with the master."""
+        if not java_available():
+            raise ClusterError("no Java runtime (set JAVA_HOME or put java on the PATH): Spark needs Java 17")
+        s, env = self.settings, self._env()
+        spark_class = str(spark_home() / "bin" / "spark-class")
+        self.daemons.append(_Daemon("spark master", [
+            spark_class, "org.apache.spark.deploy.master.Master", "--host", s.host, "--port", str(self.port),
+            "--webui-port", str(self.ui_port)], self.log_dir / "master.log", env))
+        for i in range(s.workers):
+            self.daemons.append(_Daemon(f"spark worker {i}", [
+                spark_class, "org.apache.spark.deploy.worker.Worker", "--host", s.host,
+                "--port", str(free_port(s.host)), "--webui-port", str(free_port(s.host)),
+                "--cores", str(s.cores), "--memory", s.memory, "--work-dir", str(self.log_dir / f"work-{i}"),
+                self.master_url], self.log_dir / f"worker-{i}.log", env))
+        try:
+            wait_until(lambda: (st := self._state_or_none()) and st.get("aliveworkers", 0) >= s.workers,
+                       timeout, f"Spark master {self.master_url} with {s.workers} worker(s)", alive=self._died)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("Spark standalone up: %s (UI %s, REST port %d)", self.master_url, self.ui_url, self.rest_port)
+        return self
+
+    def apps(self) -> list[dict[str, Any]]:
+        """Every application the master has seen (running and finished): ``name``, ``state``, ``cores``, ..."""
+        st = self.state()
+        return list(st.get("activeapps", [])) + list(st.get("completedapps", []))
+
+    def pids(self) -> list[int]:
+        """Processes of the cluster still running (master, workers, executors)."""
+        return session_pids({d.proc.pid for d in self.daemons})
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the workers (and their executors), then the master."""
+        for daemon in reversed(self.daemons):
+            daemon.stop(timeout)
+        log.info("Spark standalone stopped")
+
+    def __enter__(self) -> "SparkStandalone":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+# -- Ray ---------------------------------------------------------------------------------------------
+class RayClusterSettings(BaseModel):
+    """The local Ray cluster: a head and ``nodes - 1`` more nodes of ``cpus_per_node`` CPUs each."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    nodes: int = Field(2, ge=1)
+    cpus_per_node: int = Field(1, ge=1)
+    gpus_per_node: int = Field(0, ge=0)
+    object_store_mb: int = Field(200, ge=75, description="object store of each node (MiB)")
+
+
+def _ray_node_ports() -> list[str]:
+    """Free ports for everything a Ray node listens on (defaults such as 8265 or 52365 would collide)."""
+    ports = {"--node-manager-port": free_port(), "--object-manager-port": free_port(),
+             "--metrics-export-port": free_port(), "--dashboard-agent-listen-port": free_port(),
+             "--dashboard-agent-grpc-port": free_port(), "--runtime-env-agent-port": free_port()}
+    return [str(x) for kv in ports.items() for x in kv]
+
+
+#: What ``ray start`` prints once its node runs (the next node is started only then).
+RAY_STARTED = "Ray runtime started"
+
+
+class RayLocalCluster:
+    """``ray start --head`` plus ``ray start --address`` nodes, all under ``temp_dir``. A context manager.
+
+    Ray 2.59+ authenticates with a token by default: the cluster gets a fresh one in ``temp_dir``;
+    a driver connects with :meth:`env` in its environment (``RAY_AUTH_MODE``, ``RAY_AUTH_TOKEN_PATH``).
+    ``temp_dir`` should be short (Ray's socket paths live under it; None: a new ``/tmp/slray-*``).
+    """
+
+    def __init__(self, temp_dir: str | os.PathLike[str] | None = None, settings: RayClusterSettings | None = None) -> None:
+        self.settings = settings or RayClusterSettings()
+        self.temp_dir = Path(temp_dir or tempfile.mkdtemp(prefix="slray-", dir="/tmp"))
+        self.port = free_port()
+        self.token_file = self.temp_dir / "auth_token"
+        self.daemons: list[_Daemon] = []
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the head's GCS: ``ray.init(address=...)``, ``engines.ray_address``."""
+        return f"{LOOPBACK}:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """Environment a driver needs to connect (the cluster's auth token)."""
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_file)}
+
+    def _node_cmd(self, head: bool) -> list[str]:
+        s = self.settings
+        ray_bin = str(Path(sys.executable).parent / "ray")
+        cmd = [ray_bin, "start", "--block", "--disable-usage-stats", "--temp-dir", str(self.temp_dir),
+               "--num-cpus", str(s.cpus_per_node), "--num-gpus", str(s.gpus_per_node),
+               "--object-store-memory", str(s.object_store_mb * 2**20), *_ray_node_ports()]
+        if head:
+            return cmd + ["--head", "--node-ip-address", LOOPBACK, "--port", str(self.port),
+                          "--include-dashboard", "false", "--dashboard-port", str(free_port())]
+        return cmd + ["--address", self.address, "--node-ip-address", LOOPBACK]
+
+    def _died(self) -> str | None:
+        return next((m for m in (d.died() for d in self.daemons) if m), None)
+
+    def start(self, timeout: float = 120.0) -> "RayLocalCluster":
+        """Start the head, then the other nodes; return once all of them are alive in ``ray.nodes()``."""
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        self.token_file.write_text(secrets.token_hex(32))
+        self.token_file.chmod(0o600)
+        # a loaded machine registers a raylet slowly: Ray's default 10 s wait would fail the node start
+        env = {**os.environ, **self.env(), "RAY_USAGE_STATS_ENABLED": "0", "RAY_raylet_start_wait_time_s": "120"}
+        env.pop("RAY_ADDRESS", None)
+        try:
+            self.daemons.append(_Daemon("ray head", self._node_cmd(True), self.temp_dir / "head.log", env))
+            head_log = self.temp_dir / "head.log"
+            wait_until(lambda: port_open(LOOPBACK, self.port) and RAY_STARTED in _tail(head_log, 20_000), timeout,
+                       f"Ray head on port {self.port}", alive=self._died)
+            for i in range(1, self.settings.nodes):
+                self.daemons.append(_Daemon(f"ray node {i}", self._node_cmd(False), self.temp_dir / f"node-{i}.log", env))
+            self.wait_for_nodes(self.settings.nodes, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("Ray cluster up at %s: %d nodes x %d CPUs (temp dir %s)", self.address, self.settings.nodes,
+                 self.settings.cpus_per_node, self.temp_dir)
+        return self
+
+    def wait_for_nodes(self, n: int, timeout: float) -> list[dict[str, Any]]:
+        """The alive nodes once there are ``n`` of them (``ray.nodes()``; connects this process if needed)."""
+        import ray
+
+        connected_here = False
+        if not ray.is_initialized():
+            os.environ.update(self.env())
+            ray.init(address=self.address, log_to_driver=False)
+            connected_here = True
+        try:
+            return wait_until(lambda: (alive := [x for x in ray.nodes() if x["Alive"]]) and len(alive) >= n and alive,
+                              timeout, f"{n} Ray nodes at {self.address}", interval=0.5, alive=self._died)
+        finally:
+            if connected_here:
+                ray.shutdown()
+
+    def pids(self) -> list[int]:
+        """Processes of the cluster still running: the nodes' sessions and anything naming its temp dir."""
+        return sorted(set(session_pids({d.proc.pid for d in self.daemons})) | set(pids_mentioning(str(self.temp_dir))))
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the nodes, then the head (each ``ray start --block`` ends its own processes on SIGTERM)."""
+        for daemon in reversed(self.daemons):
+            daemon.stop(timeout)
+        left = pids_mentioning(str(self.temp_dir))  # a worker that escaped its session
+        if left:
+            _signal_pids(left, signal.SIGKILL)
+        log.info("Ray cluster stopped")
+
+    def __enter__(self) -> "RayLocalCluster":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def actor_nodes() -> dict[str, set[str]]:
+    """Node ids each actor class ran on, for every actor the connected Ray cluster has had (alive or
+    dead): what proves that Ray Train workers or Ray Data actors really spread over the nodes.
+
+    Reads the GCS actor table (``ray._private.state``): the public state API needs the dashboard,
+    which ``ray[data,train,tune]`` does not install."""
+    from ray._private import state
+
+    out: dict[str, set[str]] = {}
+    for actor in state.actors().values():
+        node = (actor.get("Address") or {}).get("NodeID")
+        if node:
+            out.setdefault(actor.get("ActorClassName", "?"), set()).add(node)
+    return out
+
+
+def main() -> None:
+    """``python -m speclake.infra.cluster [folder]``: a Spark master + worker and a 2-node Ray on this
+    machine; prints the config lines and the environment to use them, and runs until Ctrl-C."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    base = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="speclake-cluster-"))
+    spark = SparkStandalone(base / "spark")
+    ray_cluster = RayLocalCluster(tempfile.mkdtemp(prefix="slray-", dir="/tmp"))
+    try:
+        spark.start()
+        ray_cluster.start()
+        env = {"SPECLAKE_SPARK_MASTER": spark.master_url, "SPECLAKE_RAY_ADDRESS": ray_cluster.address,
+               **ray_cluster.env()}
+        sys.stdout.write("".join(f"export {k}={v}\n" for k, v in env.items())
+                         + f"# Spark UI {spark.ui_url}; logs {base}, {ray_cluster.temp_dir}\n"
+                         + "# speclake flow run full --config infra/cluster.yaml   (Ctrl-C here stops the cluster)\n")
+        sys.stdout.flush()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        ray_cluster.stop()
+        spark.stop()
+
+
+__all__ = ["ClusterError", "RayClusterSettings", "RayLocalCluster", "SparkStandalone", "SparkStandaloneSettings",
+           "actor_nodes", "expand_env", "free_port", "java_available", "load_cluster_config", "pids_mentioning",
+           "session_pids", "spark_home", "wait_until"]
+
+
+if __name__ == "__main__":
+    main()

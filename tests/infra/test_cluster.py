@@ -1,0 +1,190 @@
+"""A real multi-process cluster on one machine: a Spark standalone master + worker and a two-node Ray
+cluster (separate processes, as on real machines), driven through the cluster config; then stopped."""
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import yaml
+
+from speclake.infra.cluster import (ClusterError, RayClusterSettings, RayLocalCluster, SparkStandalone,
+                                    SparkStandaloneSettings, actor_nodes, expand_env, free_port, java_available,
+                                    load_cluster_config)
+from speclake.infra.config import ConfigError
+from tests.conftest import REPO, SAMPLE
+from tests.serving.annotate.conftest import blind_mgf
+from tests.training.conftest import TINY_MODELS
+
+log = logging.getLogger(__name__)
+
+CLUSTER_YAML = REPO / "infra" / "cluster.yaml"
+#: Seconds each step may take on a loaded 2-core machine before the test fails (and stops the clusters).
+STEP_TIMEOUT = {"start": 150, "ingest": 240, "train": 240, "annotate": 240, "stop": 90}
+
+
+@contextmanager
+def step(name: str, timings: dict[str, float]) -> Iterator[None]:
+    """Time one step and fail it (TimeoutError raised in the test's thread) past ``STEP_TIMEOUT[name]``."""
+    def expired(signum, frame):
+        raise TimeoutError(f"cluster test step {name!r} took more than {STEP_TIMEOUT[name]} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, STEP_TIMEOUT[name])
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        timings[name] = round(time.perf_counter() - t0, 1)
+        log.info("cluster step %s: %.1f s", name, timings[name])
+
+
+def test_expand_env_takes_values_then_defaults_and_names_a_missing_variable():
+    """${VAR} and ${VAR:-default} are filled from the environment given; an unset ${VAR} without default is refused."""
+    env = {"MASTER": "spark://m:7077", "EMPTY": ""}
+    assert expand_env("a: ${MASTER:-local[2]}\nb: ${OTHER:-x y}\nc: ${EMPTY:-d}", env) == "a: spark://m:7077\nb: x y\nc: d"
+    with pytest.raises(KeyError, match="NOPE is not set"):
+        expand_env("lake: ${NOPE}", env)
+
+
+def test_cluster_yaml_loads_with_defaults_and_with_site_variables(tmp_path):
+    """infra/cluster.yaml validates as a PlatformConfig: cluster addresses by default, the environment's when set
+    (GPU training switched on by SPECLAKE_USE_GPU); a bad value is refused naming its key."""
+    cfg = load_cluster_config(CLUSTER_YAML, env={})
+    assert cfg.engines.spark_master == "spark://spark-master:7077" and cfg.engines.ray_address == "ray-head:6379"
+    assert cfg.lake == "/data/speclake-lake" and cfg.train.use_gpu is False
+    assert cfg.engines.spark().master == "spark://spark-master:7077"
+    site = load_cluster_config(CLUSTER_YAML, env={"SPECLAKE_SPARK_MASTER": "k8s://https://api.example:443",
+                                                  "SPECLAKE_RAY_ADDRESS": "ray://head:10001", "SPECLAKE_USE_GPU": "true",
+                                                  "SPECLAKE_LAKE": str(tmp_path / "lake"), "SPECLAKE_TRAIN_WORKERS": "4"})
+    assert site.engines.spark_master == "k8s://https://api.example:443" and site.engines.ray().address == "ray://head:10001"
+    assert site.train.use_gpu is True and site.train.num_workers == 4 and site.lake == str(tmp_path / "lake")
+    with pytest.raises(ConfigError, match="train.num_workers"):
+        load_cluster_config(CLUSTER_YAML, env={"SPECLAKE_TRAIN_WORKERS": "many"})
+
+
+def _test_config(tmp_path: Path, spark: SparkStandalone, ray_cluster: RayLocalCluster) -> Path:
+    """infra/cluster.yaml sized for one small machine: the lake in tmp, the started clusters' addresses
+    (through the same ${VAR} references a site sets), one epoch of a tiny arch5 on 2 Ray Train workers."""
+    text = expand_env(CLUSTER_YAML.read_text(), {
+        "SPECLAKE_LAKE": str(tmp_path / "lake"), "SPECLAKE_SPARK_MASTER": spark.master_url,
+        "SPECLAKE_RAY_ADDRESS": ray_cluster.address, "SPECLAKE_SPARK_DRIVER_MEMORY": "1g",
+        "SPECLAKE_SPARK_EXECUTOR_MEMORY": "512m", "SPECLAKE_SPARK_EXECUTOR_CORES": "1",
+        "SPECLAKE_SPARK_CORES_MAX": "1", "SPECLAKE_SPARK_PARTITIONS": "2",
+        "SPECLAKE_TRAIN_WORKERS": "2", "SPECLAKE_TRAIN_CPUS": "0.5"})
+    data = yaml.safe_load(text)
+    data["sources"] = [str(SAMPLE / "massbank_sample.txt.gz"), str(SAMPLE / "gnps_pesticides.mgf")]
+    data["study"].update(name="cluster", files=[str(blind_mgf(SAMPLE / "gnps_pesticides.mgf", tmp_path / "study.mgf", 12))],
+                         top_k=3)
+    data["architectures"] = ["arch5"]
+    data["train"].update(epochs=1, batch_size=32, model={"arch5": TINY_MODELS["arch5"]})
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.mark.cluster
+def test_ingest_training_and_annotation_run_on_spark_standalone_and_a_two_node_ray(tmp_path, monkeypatch):
+    """Start a Spark master + worker and a Ray head + second node as separate processes; through the cluster
+    config: ingest the sample on Spark (the app registered with the master, its executor on the worker), one
+    arch5 epoch under Ray Train on the Ray cluster, a 12-scan study annotated through Ray Data actors on both
+    Ray nodes; then stop both clusters and find none of their processes left."""
+    if not java_available():
+        pytest.skip("no Java runtime: the Spark standalone master and worker need Java 17")
+    try:
+        free_port()
+    except OSError as exc:
+        pytest.skip(f"no free local TCP port for the cluster daemons: {exc}")
+    from speclake.infra.cluster import load_cluster_config as load
+    from speclake.lake.sql import connect
+    from speclake.pipelines.ingest import IngestSettings, run_ingest
+    from speclake.serving.annotate.job import AnnotateSettings, annotate_study
+    from speclake.training.registry import list_models
+    from speclake.training.trainer import RunSettings, train_model
+
+    timings: dict[str, float] = {}
+    spark = SparkStandalone(tmp_path / "spark", SparkStandaloneSettings(cores=1, memory="1g"))
+    ray_cluster = RayLocalCluster(settings=RayClusterSettings(nodes=2, cpus_per_node=1))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    for key, value in ray_cluster.env().items():
+        monkeypatch.setenv(key, value)
+    try:
+        with step("start", timings), ThreadPoolExecutor(2) as pool:  # both clusters start side by side
+            started = [pool.submit(spark.start, STEP_TIMEOUT["start"]), pool.submit(ray_cluster.start, STEP_TIMEOUT["start"])]
+            for f in started:
+                f.result()
+        nodes = ray_cluster.wait_for_nodes(2, 30)
+        assert len({n["NodeID"] for n in nodes}) == 2, "two Ray nodes (head + one more), each a separate raylet"
+        cfg = load(_test_config(tmp_path, spark, ray_cluster))
+        assert cfg.engines.spark_master == spark.master_url and cfg.engines.ray_address == ray_cluster.address
+
+        # -- ingest on the Spark standalone cluster ------------------------------------------------------
+        with step("ingest", timings):
+            ingest = run_ingest(cfg.library_sources(), cfg.lake, IngestSettings(spark=cfg.engines.spark()))
+        assert ingest.spectra_new > 200 and ingest.records_read == ingest.spectra_accepted + ingest.quarantined
+        apps = spark.apps()
+        assert [a["state"] for a in apps if a["name"] == "speclake"] == ["FINISHED"], \
+            "the ingest ran as an application of the standalone master and finished"
+        app_id = next(a["id"] for a in apps if a["name"] == "speclake")
+        assert list((tmp_path / "spark" / "work-0" / app_id).glob("*/stderr")), "its executor ran on the worker"
+
+        # -- one training epoch on the Ray cluster -------------------------------------------------------
+        run = RunSettings(arch="arch5", model=cfg.train.model["arch5"], descriptors={"min_positives": 3},
+                          train={"epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,
+                                 "num_workers": cfg.train.num_workers, "cpus_per_worker": cfg.train.cpus_per_worker,
+                                 "use_gpu": cfg.train.use_gpu})
+        with step("train", timings):
+            trained = train_model(cfg.lake, run, ray_address=cfg.engines.ray_address)
+        assert trained.metrics["epochs"] == 1 and trained.metrics["num_workers"] == 2
+        assert [m["model_id"] for m in list_models(cfg.lake)] == [trained.model_id], "the model is registered"
+
+        # -- annotation through Ray Data on the Ray cluster ----------------------------------------------
+        settings = AnnotateSettings(top_k=cfg.study.top_k, ray_address=cfg.engines.ray_address, ray_min_scans=0,
+                                    batch_size=4)
+        with step("annotate", timings):
+            report = annotate_study(cfg.study_files(), cfg.lake, cfg.study.name, settings)
+        assert [f["engine"] for f in report.files] == ["ray"], "the study file went through Ray Data"
+        assert report.n_scans == 12 and report.n_annotated + report.n_no_candidates + report.n_errors == 12
+        con = connect(cfg.lake)
+        try:
+            scans = con.execute("SELECT count(DISTINCT query_id) FROM annotations WHERE study = 'cluster'").fetchone()[0]
+        finally:
+            con.close()
+        assert scans + report.n_errors == 12, "every scan is in annotations or annotation_errors"
+
+        import ray
+
+        ray.init(address=cfg.engines.ray_address, log_to_driver=False)
+        try:
+            placed = actor_nodes()
+        finally:
+            ray.shutdown()
+        node_ids = {n["NodeID"] for n in nodes}
+        train_nodes = set().union(*(v for k, v in placed.items() if "TrainWorker" in k))
+        data_nodes = set().union(*(v for k, v in placed.items() if "MapWorker" in k or "RayAnnotator" in k))
+        assert train_nodes and train_nodes <= node_ids, f"Ray Train workers ran on the cluster's nodes: {placed}"
+        assert data_nodes == node_ids, f"the annotation actors ran on both Ray nodes: {placed}"
+    finally:
+        with step("stop", timings):
+            ray_cluster.stop()
+            spark.stop()
+        log.info("cluster test timings (s): %s", timings)
+    assert spark.pids() == [] and ray_cluster.pids() == [], "no process of either cluster is left"
+
+
+def test_a_cluster_daemon_that_dies_is_reported_with_its_log(tmp_path):
+    """A Spark worker pointed at a bad memory size exits at once: start() raises naming the worker and its
+    log instead of waiting out the timeout, and stops the master it had started."""
+    if not java_available():
+        pytest.skip("no Java runtime: the Spark standalone daemons need Java 17")
+    spark = SparkStandalone(tmp_path / "spark", SparkStandaloneSettings(memory="lots"))
+    with pytest.raises(ClusterError, match=r"spark worker 0 exited .*worker-0\.log"):
+        spark.start(timeout=120)
+    assert spark.pids() == [], "the master started before the failure is stopped"
