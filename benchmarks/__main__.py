@@ -14,6 +14,7 @@ Each benchmark prints its own table. NAME is one of:
                candidates, bootstrap intervals, per ion mode and novelty stratum (on annotate's work lake)
     api        the HTTP API under load: `speclake serve` on loopback, 20 clients mixing annotate, lookups and SQL;
                p50/p99 latency and requests/s per endpoint, 0 errors required
+    denovo     the SELFIES VAE: formula-given top-1/10 exact, Tanimoto, MCES vs random; --near radius; impurity pairs
 
 Without NAME all of them run in this order (hours on 2 cores; see README "Benchmarks").
 Arguments after ``--`` go to every named benchmark, e.g. ``python -m benchmarks index -- --limit 20000``.
@@ -35,6 +36,7 @@ BENCHMARKS: dict[str, str] = {
     "annotate": "benchmarks.annotate_bench",
     "ranker": "benchmarks.ranker_bench",
     "api": "benchmarks.api_bench",
+    "denovo": "benchmarks.denovo_bench",
 }
 
 
