@@ -88,6 +88,8 @@ class Detail:
     library: dict[str, Any] | None = None  # spectra row: accession, compound_name, adduct, precursor_mz, mz, intensities
     tree: Any = None                       # FragTree
     tree_note: str | None = None           # why there is no tree
+    attribution: Any = None                # PeakAttribution of the candidate's model evidence
+    attribution_note: str | None = None    # what the attribution is, or why there is none
 
 
 @dataclass
@@ -208,7 +210,21 @@ def fragmentation_tree(query, formula: str | None, adduct: str | None) -> tuple[
     return tree, None
 
 
-def read_details(con, study: str, rows: list[dict[str, Any]], files: list[dict[str, Any]],
+def attribute(lake: str | os.PathLike[str], row: dict[str, Any], query, attributors: dict[str | None, Any],
+              ) -> tuple[Any, str]:
+    """Per-peak attributions of the row's candidate by the models of its ranker (None and why when none)."""
+    from speclake.serving.report.attribution import Attributor
+
+    method = row.get("method")
+    if method not in attributors:
+        attributors[method] = Attributor(lake, method)
+    try:
+        return attributors[method].explain(query.mz, query.intensities, row.get("smiles"))
+    except (ValueError, RuntimeError) as exc:  # a model that cannot explain this input: said, not fatal
+        return None, f"none: attribution failed ({exc})"
+
+
+def read_details(con, lake: str | os.PathLike[str], study: str, rows: list[dict[str, Any]], files: list[dict[str, Any]],
                  study_dirs: tuple[str, ...] = ()) -> list[Detail]:
     """Peaks, library spectrum and tree of each of ``rows``."""
     library = read_library(con, [r["library_spectrum_id"] for r in rows if r.get("library_spectrum_id")])
@@ -216,6 +232,7 @@ def read_details(con, study: str, rows: list[dict[str, Any]], files: list[dict[s
     for f in files:
         shas.setdefault(f["source_file"], set()).add(f["file_sha256"])
     queries: dict[str, tuple[dict, str | None]] = {}
+    attributors: dict[str | None, Any] = {}
     details = []
     for row in rows:
         detail = Detail(row=row, library=library.get(row.get("library_spectrum_id") or ""))
@@ -234,6 +251,7 @@ def read_details(con, study: str, rows: list[dict[str, Any]], files: list[dict[s
             detail.query_mz, detail.query_intensities = query.mz.tolist(), query.intensities.tolist()
             if row.get("status") == "annotated":
                 detail.tree, detail.tree_note = fragmentation_tree(query, row.get("formula"), row.get("adduct"))
+                detail.attribution, detail.attribution_note = attribute(lake, row, query, attributors)
             else:
                 detail.tree_note = "no fragmentation tree: no candidate structure"
         details.append(detail)
@@ -254,7 +272,7 @@ def read_study(lake: str | os.PathLike[str], study: str, settings: ReportSetting
         rows = read_rows(con, study)
         errors = read_errors(con, study, settings.max_errors)
         n = len(rows) if settings.details is None else settings.details
-        details = read_details(con, study, rows[:n], summary.files, settings.study_dirs)
+        details = read_details(con, lake, study, rows[:n], summary.files, settings.study_dirs)
     finally:
         con.close()
     log.info("report of %s: %d rank-1 rows, %d detailed, %d errors", study, len(rows), len(details), summary.n_errors)

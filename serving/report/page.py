@@ -17,7 +17,8 @@ from typing import Any
 
 from speclake.serving.report.data import (CONFIDENCE_LEVELS, TABLE_COLUMNS, Detail, ReportSettings, StudyData,
                                           StudyNotFound, read_study)
-from speclake.serving.report.svg import Peaks, esc, mirror_plot_svg, structure_svg, tree_formulas, tree_html
+from speclake.serving.report.svg import (Peaks, attribution_svg, esc, mirror_plot_svg, structure_svg, tree_formulas,
+                                         tree_html)
 
 log = logging.getLogger(__name__)
 
@@ -215,9 +216,16 @@ def detail_html(i: int, d: Detail, tolerance_da: float) -> str:
                 f'({100 * d.tree.explained_intensity:.0f}% of the intensity)</span>{tree_html(d.tree)}</div>')
     else:
         tree = f'<div class="full muted">{esc(d.tree_note)}</div>'
-    attributions = ('<div class="full muted">Per-peak attributions: none available (the ranker '
-                    f'{esc(r.get("method") or "")} gives no per-peak attributions; '
-                    '<code>speclake explain</code> computes them for a descriptor model).</div>')
+    if d.attribution is not None:
+        top = ", ".join(f"{m:.4f} ({v:+.2g})" for m, v in d.attribution.top(5))
+        attributions = (f'<div class="full"><b>Per-peak attributions</b> <span class="muted">'
+                        f'{esc(d.attribution_note)}; strongest: {esc(top)}</span>'
+                        + attribution_svg(d.attribution.mz, d.attribution.attributions,
+                                          label=f"attribution per peak, model {d.attribution.model_id}")
+                        + "</div>")
+    else:
+        attributions = (f'<div class="full muted">Per-peak attributions: '
+                        f'{esc(d.attribution_note or "none available for this row")}</div>')
     return (f'<section class="detail" id="{_anchor(i)}">{head}<div>{plot}</div><div>{structure}</div>'
             f"{tree}{attributions}</section>")
 

@@ -160,6 +160,49 @@ def mirror_plot_svg(query: Peaks, library: Peaks | None, *, tolerance_da: float 
     return "".join(parts)
 
 
+def attribution_svg(mz: Sequence[float], attributions: Sequence[float], *, label: str = "", width: int = 640,
+                    height: int = 150, n_labels: int = 4) -> str:
+    """Per-peak attributions as sticks: up (red) for peaks supporting the candidate, down (blue) against,
+    length relative to the largest absolute attribution; m/z axis; tooltips with the values."""
+    m = np.asarray(mz, dtype=np.float64)
+    a = np.asarray(attributions, dtype=np.float64)
+    left, right, top, bottom = 48, 12, 22, 30
+    plot_w, plot_h = width - left - right, height - top - bottom
+    mid = top + plot_h / 2
+    lo, hi = (float(m.min()), float(m.max())) if len(m) else (0.0, 100.0)
+    pad = max((hi - lo) * 0.05, 5.0)
+    lo, hi = max(lo - pad, 0.0), hi + pad
+    scale = float(np.abs(a).max()) if len(a) and np.abs(a).max() > 0 else 1.0
+
+    def x(v: float) -> float:
+        return left + (v - lo) / (hi - lo) * plot_w
+
+    parts = [f'<svg class="attribution" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+             f'width="{width}" height="{height}" role="img" aria-label="{esc("per-peak attributions " + label)}">',
+             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fff" stroke="#ccc"/>',
+             f'<text class="who" x="{left}" y="12">{esc(label)}</text>',
+             f'<text class="ax" x="{left - 4}" y="{top + 8}" text-anchor="end">+{scale:.2g}</text>',
+             f'<text class="ax" x="{left - 4}" y="{top + plot_h}" text-anchor="end">&#8722;{scale:.2g}</text>']
+    for k in np.argsort(np.abs(a), kind="stable"):
+        k = int(k)
+        if a[k] == 0:
+            continue
+        y2 = mid - a[k] / scale * plot_h / 2
+        colour = QUERY_MATCHED if a[k] > 0 else LIBRARY_MATCHED
+        parts.append(f'<line class="attr {"pos" if a[k] > 0 else "neg"}" x1="{x(m[k]):.1f}" x2="{x(m[k]):.1f}" '
+                     f'y1="{mid:.1f}" y2="{y2:.1f}" stroke="{colour}" stroke-width="1.6">'
+                     f'<title>m/z {m[k]:.4f}: attribution {a[k]:+.3g}</title></line>')
+    for k in np.argsort(-np.abs(a), kind="stable")[:n_labels]:
+        if a[k] != 0:
+            y = mid - a[k] / scale * plot_h / 2 + (-3 if a[k] > 0 else 10)
+            parts.append(f'<text class="lbl" x="{x(m[k]):.1f}" y="{y:.1f}" text-anchor="middle">{m[k]:.4f}</text>')
+    parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{mid:.1f}" y2="{mid:.1f}" stroke="#333"/>')
+    for t in nice_ticks(lo, hi, target=8):
+        parts.append(f'<text class="ax" x="{x(t):.1f}" y="{top + plot_h + 14}" text-anchor="middle">{t:g}</text>')
+    parts.append(f'<text class="ax" x="{left + plot_w}" y="{height - 2}" text-anchor="end">m/z</text></svg>')
+    return "".join(parts)
+
+
 def label_peaks(mz: np.ndarray, rel: np.ndarray, xs: Sequence[float], n: int, *, min_rel: float = 0.05,
                 min_gap_px: float = 48.0) -> list[int]:
     """Indices of at most ``n`` peaks to label: the most intense first, at least ``min_rel`` of the base
@@ -226,5 +269,5 @@ def tree_formulas(tree, mz: Sequence[float], tolerance_da: float = 1e-6) -> dict
     return out
 
 
-__all__ = ["Peaks", "esc", "label_peaks", "match_peaks", "mirror_plot_svg", "nice_ticks", "structure_svg", "tree_formulas",
+__all__ = ["Peaks", "attribution_svg", "esc", "label_peaks", "match_peaks", "mirror_plot_svg", "nice_ticks", "structure_svg", "tree_formulas",
            "tree_html"]
