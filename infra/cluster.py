@@ -192,6 +192,11 @@ class _Daemon:
         """This daemon's processes still running (its whole session)."""
         return session_pids({self.proc.pid})
 
+    def terminate(self) -> None:
+        """Ask it to stop (SIGTERM); :meth:`stop` waits."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
     def stop(self, timeout: float) -> None:
         """SIGTERM, wait ``timeout`` s, then SIGKILL whatever of its session is left."""
         if self.proc.poll() is None:
@@ -313,7 +318,9 @@ class SparkStandalone:
         return session_pids({d.proc.pid for d in self.daemons})
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the workers (and their executors), then the master."""
+        """Stop the workers (and their executors) and the master."""
+        for daemon in reversed(self.daemons):
+            daemon.terminate()
         for daemon in reversed(self.daemons):
             daemon.stop(timeout)
         log.info("Spark standalone stopped")
@@ -335,6 +342,7 @@ class RayClusterSettings(BaseModel):
     cpus_per_node: int = Field(1, ge=1)
     gpus_per_node: int = Field(0, ge=0)
     object_store_mb: int = Field(200, ge=75, description="object store of each node (MiB)")
+    drain_seconds: float = Field(0.0, ge=0, description="how long a stopping node drains (Ray's default 30 s)")
 
 
 def _ray_node_ports() -> list[str]:
@@ -393,7 +401,8 @@ class RayLocalCluster:
         self.token_file.write_text(secrets.token_hex(32))
         self.token_file.chmod(0o600)
         # a loaded machine registers a raylet slowly: Ray's default 10 s wait would fail the node start
-        env = {**os.environ, **self.env(), "RAY_USAGE_STATS_ENABLED": "0", "RAY_raylet_start_wait_time_s": "120"}
+        env = {**os.environ, **self.env(), "RAY_USAGE_STATS_ENABLED": "0", "RAY_raylet_start_wait_time_s": "120",
+               "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": str(self.settings.drain_seconds)}
         env.pop("RAY_ADDRESS", None)
         try:
             self.daemons.append(_Daemon("ray head", self._node_cmd(True), self.temp_dir / "head.log", env))
@@ -431,7 +440,9 @@ class RayLocalCluster:
         return sorted(set(session_pids({d.proc.pid for d in self.daemons})) | set(pids_mentioning(str(self.temp_dir))))
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the nodes, then the head (each ``ray start --block`` ends its own processes on SIGTERM)."""
+        """Stop every node at once (each ``ray start --block`` ends its own processes on SIGTERM)."""
+        for daemon in reversed(self.daemons):
+            daemon.terminate()
         for daemon in reversed(self.daemons):
             daemon.stop(timeout)
         left = pids_mentioning(str(self.temp_dir))  # a worker that escaped its session

@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 import yaml
 
-from speclake.infra.cluster import (ClusterError, RayClusterSettings, RayLocalCluster, SparkStandalone,
+from speclake.infra.cluster import (QUICK_DAEMON_JVM, ClusterError, RayClusterSettings, RayLocalCluster, SparkStandalone,
                                     SparkStandaloneSettings, actor_nodes, expand_env, free_port, java_available,
                                     load_cluster_config)
 from speclake.infra.config import ConfigError
@@ -72,15 +72,18 @@ def test_cluster_yaml_loads_with_defaults_and_with_site_variables(tmp_path):
 
 def _test_config(tmp_path: Path, spark: SparkStandalone, ray_cluster: RayLocalCluster) -> Path:
     """infra/cluster.yaml sized for one small machine: the lake in tmp, the started clusters' addresses
-    (through the same ${VAR} references a site sets), one epoch of a tiny arch5 on 2 Ray Train workers."""
+    (through the same ${VAR} references a site sets), the GNPS sample, one epoch of a tiny arch5."""
     text = expand_env(CLUSTER_YAML.read_text(), {
         "SPECLAKE_LAKE": str(tmp_path / "lake"), "SPECLAKE_SPARK_MASTER": spark.master_url,
         "SPECLAKE_RAY_ADDRESS": ray_cluster.address, "SPECLAKE_SPARK_DRIVER_MEMORY": "1g",
-        "SPECLAKE_SPARK_EXECUTOR_MEMORY": "512m", "SPECLAKE_SPARK_EXECUTOR_CORES": "1",
-        "SPECLAKE_SPARK_CORES_MAX": "1", "SPECLAKE_SPARK_PARTITIONS": "2",
-        "SPECLAKE_TRAIN_WORKERS": "2", "SPECLAKE_TRAIN_CPUS": "0.5"})
+        "SPECLAKE_SPARK_EXECUTOR_MEMORY": "512m", "SPECLAKE_SPARK_EXECUTOR_CORES": "2",
+        "SPECLAKE_SPARK_CORES_MAX": "2", "SPECLAKE_SPARK_PARTITIONS": "2",
+        "SPECLAKE_TRAIN_WORKERS": "1", "SPECLAKE_TRAIN_CPUS": "1"})
     data = yaml.safe_load(text)
-    data["sources"] = [str(SAMPLE / "massbank_sample.txt.gz"), str(SAMPLE / "gnps_pesticides.mgf")]
+    # a small machine's JVMs: C1 JIT and the serial GC start and plan faster on 2 busy cores
+    data["engines"]["spark_conf"].update({"spark.driver.defaultJavaOptions": QUICK_DAEMON_JVM,
+                                          "spark.executor.defaultJavaOptions": QUICK_DAEMON_JVM})
+    data["sources"] = [str(SAMPLE / "gnps_pesticides.mgf")]
     data["study"].update(name="cluster", files=[str(blind_mgf(SAMPLE / "gnps_pesticides.mgf", tmp_path / "study.mgf", 12))],
                          top_k=3)
     data["architectures"] = ["arch5"]
@@ -93,8 +96,8 @@ def _test_config(tmp_path: Path, spark: SparkStandalone, ray_cluster: RayLocalCl
 @pytest.mark.cluster
 def test_ingest_training_and_annotation_run_on_spark_standalone_and_a_two_node_ray(tmp_path, monkeypatch):
     """Start a Spark master + worker and a Ray head + second node as separate processes; through the cluster
-    config: ingest the sample on Spark (the app registered with the master, its executor on the worker), one
-    arch5 epoch under Ray Train on the Ray cluster, a 12-scan study annotated through Ray Data actors on both
+    config: ingest the GNPS sample on Spark (the app registered with the master, its executor on the worker),
+    one arch5 epoch under Ray Train on the Ray cluster, a 12-scan study annotated through Ray Data actors on both
     Ray nodes; then stop both clusters and find none of their processes left."""
     if not java_available():
         pytest.skip("no Java runtime: the Spark standalone master and worker need Java 17")
@@ -110,7 +113,7 @@ def test_ingest_training_and_annotation_run_on_spark_standalone_and_a_two_node_r
     from speclake.training.trainer import RunSettings, train_model
 
     timings: dict[str, float] = {}
-    spark = SparkStandalone(tmp_path / "spark", SparkStandaloneSettings(cores=1, memory="1g"))
+    spark = SparkStandalone(tmp_path / "spark", SparkStandaloneSettings(cores=2, memory="1g"))
     ray_cluster = RayLocalCluster(settings=RayClusterSettings(nodes=2, cpus_per_node=1))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     for key, value in ray_cluster.env().items():
@@ -128,7 +131,7 @@ def test_ingest_training_and_annotation_run_on_spark_standalone_and_a_two_node_r
         # -- ingest on the Spark standalone cluster ------------------------------------------------------
         with step("ingest", timings):
             ingest = run_ingest(cfg.library_sources(), cfg.lake, IngestSettings(spark=cfg.engines.spark()))
-        assert ingest.spectra_new > 200 and ingest.records_read == ingest.spectra_accepted + ingest.quarantined
+        assert ingest.spectra_new > 50 and ingest.records_read == ingest.spectra_accepted + ingest.quarantined
         apps = spark.apps()
         assert [a["state"] for a in apps if a["name"] == "speclake"] == ["FINISHED"], \
             "the ingest ran as an application of the standalone master and finished"
@@ -142,7 +145,7 @@ def test_ingest_training_and_annotation_run_on_spark_standalone_and_a_two_node_r
                                  "use_gpu": cfg.train.use_gpu})
         with step("train", timings):
             trained = train_model(cfg.lake, run, ray_address=cfg.engines.ray_address)
-        assert trained.metrics["epochs"] == 1 and trained.metrics["num_workers"] == 2
+        assert trained.metrics["epochs"] == 1 and trained.metrics["num_workers"] == 1
         assert [m["model_id"] for m in list_models(cfg.lake)] == [trained.model_id], "the model is registered"
 
         # -- annotation through Ray Data on the Ray cluster ----------------------------------------------
