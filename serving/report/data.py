@@ -85,7 +85,7 @@ class Detail:
     query_mz: list[float] | None = None
     query_intensities: list[float] | None = None
     query_note: str | None = None          # why the query peaks are missing
-    library: dict[str, Any] | None = None  # spectra row: accession, compound_name, adduct, precursor_mz, mz, intensities
+    library: dict[str, Any] | None = None  # spectra row: accession, name, adduct, precursor m/z, mz, intensities
     tree: Any = None                       # FragTree
     tree_note: str | None = None           # why there is no tree
     attribution: Any = None                # PeakAttribution of the candidate's model evidence

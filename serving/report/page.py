@@ -9,11 +9,12 @@ and marks ``<body data-report-ready="1">`` once it ran (what the browser test ch
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from speclake.serving.report.data import (CONFIDENCE_LEVELS, TABLE_COLUMNS, Detail, ReportSettings, StudyData,
                                           StudyNotFound, read_study)
@@ -28,15 +29,18 @@ CSS = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 24px 40px;color:#222}
 h1{font-size:22px;margin:18px 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd}
 h3{font-size:15px;margin:0 0 6px}.muted{color:#777}.note{color:#8a5a00;background:#fff7e0;padding:4px 8px}
-.cards{display:flex;flex-wrap:wrap;gap:10px}.card{border:1px solid #ddd;border-radius:6px;padding:8px 14px;min-width:110px}
+.cards{display:flex;flex-wrap:wrap;gap:10px}
+.card{border:1px solid #ddd;border-radius:6px;padding:8px 14px;min-width:110px}
 .card b{display:block;font-size:20px}table{border-collapse:collapse;margin:6px 0}
 td,th{border:1px solid #e2e2e2;padding:3px 6px;text-align:left;vertical-align:top}
 th{background:#f4f4f4}table.sortable th{cursor:pointer;user-select:none;white-space:nowrap}
-th.asc::after{content:" \\25B2"}th.desc::after{content:" \\25BC"}td.n{text-align:right;font-variant-numeric:tabular-nums}
+th.asc::after{content:" \\25B2"}th.desc::after{content:" \\25BC"}
+td.n{text-align:right;font-variant-numeric:tabular-nums}
 #annotations{font-size:13px}#annotations tr:hover td{background:#f6faff}.wrap{max-height:70vh;overflow:auto}
 .controls{display:flex;gap:16px;align-items:center;margin:6px 0}.controls input[type=search]{width:260px}
 .detail{border:1px solid #ddd;border-radius:6px;padding:10px;margin:12px 0;display:grid;
-grid-template-columns:minmax(0,660px) 270px;gap:8px 16px}svg.mirror{max-width:100%;height:auto}.detail .full{grid-column:1/3}
+grid-template-columns:minmax(0,660px) 270px;gap:8px 16px}.detail .full{grid-column:1/3}
+svg.mirror,svg.attribution{max-width:100%;height:auto}
 svg .ax,svg .lbl,svg .who{font:10px sans-serif;fill:#333}svg .who{font-weight:bold}
 ul.tree{font-size:12px;padding-left:14px;margin:4px 0}ul.tree ul{padding-left:18px;border-left:1px dotted #bbb}
 .formula{font-weight:600}.loss{color:#1f77b4}.mz{font-variant-numeric:tabular-nums}
@@ -158,7 +162,8 @@ def table_html(data: StudyData) -> str:
     body = []
     for i, row in enumerate(data.rows):
         link = _anchor(i) if i < n_details else None
-        cells = "".join(_cell(row.get(col), kind, link if col == "query_id" else None) for col, _, kind in TABLE_COLUMNS)
+        cells = "".join(_cell(row.get(col), kind, link if col == "query_id" else None)
+                        for col, _, kind in TABLE_COLUMNS)
         conf = row.get("confidence")
         body.append(f'<tr data-confidence="{"" if conf is None else esc(conf)}">{cells}</tr>')
     return ('<div class="controls"><label>Filter <input id="filter" type="search" '
@@ -169,8 +174,10 @@ def table_html(data: StudyData) -> str:
             f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
-def detail_html(i: int, d: Detail, tolerance_da: float) -> str:
-    """One annotation: title line, mirror plot, structure, fragmentation tree, attributions."""
+def detail_html(i: int, d: Detail, tolerance_da: float, drawings: Callable[[str | None], str | None] = structure_svg,
+                ) -> str:
+    """One annotation: title line, mirror plot, structure (``drawings``: SMILES -> SVG), fragmentation tree,
+    attributions."""
     r = d.row
     title = ("no candidate structure" if r.get("status") == "no_candidates" else
              r.get("compound_name") or r.get("formula") or r.get("inchikey") or "")
@@ -207,7 +214,7 @@ def detail_html(i: int, d: Detail, tolerance_da: float) -> str:
                      f'{esc(lib.get("source") or "")} {esc(r.get("library_usi") or "")}</div>')
     else:
         plot = f'<p class="note">{esc(d.query_note)}</p>'
-    drawing = structure_svg(r.get("smiles")) if r.get("status") == "annotated" else None
+    drawing = drawings(r.get("smiles")) if r.get("status") == "annotated" else None
     structure = (drawing + f'<div class="muted"><code>{esc(r.get("smiles"))}</code></div>') if drawing else \
         f'<p class="muted">{"no structure drawing" if not r.get("smiles") else "SMILES does not parse"}</p>'
     if d.tree is not None:
@@ -239,7 +246,8 @@ def errors_html(data: StudyData) -> str:
                    f"<td><code>{esc(e['reason_code'])}</code></td><td>{esc(e['reason'])}</td></tr>"
                    for e in data.errors)
     more = data.summary.n_errors - len(data.errors)
-    note = f"<p class='note'>{more} more error rows not listed (see the annotation_errors table).</p>" if more > 0 else ""
+    note = (f"<p class='note'>{more} more error rows not listed (see the annotation_errors table).</p>"
+            if more > 0 else "")
     return (f"<table><tr><th>File</th><th>Query id</th><th>Record</th><th>Stage</th><th>Reason code</th>"
             f"<th>Reason</th></tr>{rows}</table>{note}")
 
@@ -255,7 +263,8 @@ def page_html(data: StudyData, settings: ReportSettings) -> str:
     else:
         truncated = ""
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    details = "".join(detail_html(i, d, settings.tolerance_da) for i, d in enumerate(data.details))
+    drawings = functools.lru_cache(maxsize=None)(structure_svg)  # a structure drawn once per page
+    details = "".join(detail_html(i, d, settings.tolerance_da, drawings) for i, d in enumerate(data.details))
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{esc(f'Study {data.study} - speclake report')}</title><style>{CSS}</style></head>"

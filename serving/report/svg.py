@@ -119,7 +119,8 @@ def mirror_plot_svg(query: Peaks, library: Peaks | None, *, tolerance_da: float 
             parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
     parts.append(f'<text x="{left - 4}" y="{top + 4}" class="ax" text-anchor="end">100%</text>'
                  f'<text x="{left - 4}" y="{mid + 3}" class="ax" text-anchor="end">0</text>'
-                 + (f'<text x="{left - 4}" y="{top + plot_h}" class="ax" text-anchor="end">100%</text>' if down else ""))
+                 + (f'<text x="{left - 4}" y="{top + plot_h}" class="ax" text-anchor="end">100%</text>'
+                    if down else ""))
     if precursor_mz and lo <= precursor_mz <= hi:
         px = x(precursor_mz)
         parts.append(f'<line class="precursor" x1="{px:.1f}" x2="{px:.1f}" y1="{top}" y2="{top + plot_h:.1f}" '
@@ -269,5 +270,5 @@ def tree_formulas(tree, mz: Sequence[float], tolerance_da: float = 1e-6) -> dict
     return out
 
 
-__all__ = ["Peaks", "attribution_svg", "esc", "label_peaks", "match_peaks", "mirror_plot_svg", "nice_ticks", "structure_svg", "tree_formulas",
-           "tree_html"]
+__all__ = ["Peaks", "attribution_svg", "esc", "label_peaks", "match_peaks", "mirror_plot_svg", "nice_ticks",
+           "structure_svg", "tree_formulas", "tree_html"]
