@@ -110,16 +110,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(lake: Path, port: int, timeout: float = 180.0) -> subprocess.Popen:
-    """``speclake serve`` in its own process; returns once /health answers."""
+def start_server(lake: Path, port: int, log_path: Path, timeout: float = 180.0) -> subprocess.Popen:
+    """``speclake serve`` in its own process, its log (one line per request) to ``log_path``; returns once
+    /health answers."""
     from speclake.serving.api.client import ApiClient
 
-    proc = subprocess.Popen([sys.executable, "-m", "speclake.cli", "serve", "--lake", str(lake), "--port", str(port),
-                             "--sql-timeout", "10"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log_file:  # a file, not a pipe: a full pipe would stall the server
+        proc = subprocess.Popen([sys.executable, "-m", "speclake.cli", "serve", "--lake", str(lake), "--port",
+                                 str(port), "--sql-timeout", "10"], stdout=log_file, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"the server exited: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
+            raise SystemExit(f"the server exited: {log_path.read_text()[-2000:]}")
         try:
             if ApiClient(f"http://127.0.0.1:{port}", timeout=2).get("/health").status == 200:
                 return proc
@@ -238,7 +241,8 @@ def main(argv: list[str]) -> int:
     work = workload(args.lake, seed=args.seed)
     port = free_port()
     t0 = time.perf_counter()
-    proc = start_server(args.lake, port)
+    server_log = args.out.with_name("api_bench_server.log")
+    proc = start_server(args.lake, port, server_log)
     startup = time.perf_counter() - t0
     try:
         results, wall = run_clients(f"http://127.0.0.1:{port}", work, args.study, clients=args.clients,
@@ -251,7 +255,7 @@ def main(argv: list[str]) -> int:
             proc.kill()
     rows = summarize(results, wall)
     print(f"API load test: {args.clients} clients, {len(results)} requests in {wall:.1f} s "
-          f"(server start {startup:.1f} s), lake {args.lake}, {os.cpu_count()} CPUs")
+          f"(server start {startup:.1f} s), lake {args.lake}, {os.cpu_count()} CPUs; server log {server_log}")
     print_table(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({

@@ -88,7 +88,7 @@ class SqlGuardSettings(BaseModel):
     timeout_s: float = Field(10.0, gt=0, description="seconds a query may run before it is interrupted")
     memory_limit: str = Field("1GB", description="DuckDB memory_limit of each connection")
     threads: int = Field(1, ge=1, description="DuckDB threads of each connection")
-    connections: int = Field(2, ge=1, description="connections in the pool (queries at the same time)")
+    connections: int = Field(4, ge=1, description="connections in the pool (queries at the same time)")
 
 
 @dataclass
@@ -191,6 +191,7 @@ def harden(con: duckdb.DuckDBPyConnection, lake_root: Path, settings: SqlGuardSe
                  "SET allow_community_extensions = false",
                  f"SET memory_limit = {_sql_str(settings.memory_limit)}",
                  f"SET threads = {int(settings.threads)}",
+                 "SET parquet_metadata_cache = true",  # the views re-read the same footers on every query
                  "SET lock_configuration = true"):
         con.execute(stmt)
 

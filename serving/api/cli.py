@@ -46,4 +46,5 @@ def serve_cmd(lake_dir: str, host: str, port: int, api_key: str | None, max_uplo
                            sql=SqlGuardSettings(timeout_s=sql_timeout, max_rows=sql_max_rows))
     logging.getLogger("speclake.api").setLevel(logging.INFO)
     click.echo(f"speclake API on http://{host}:{port} (docs at /docs), lake {lake_dir}", err=True)
-    uvicorn.run(create_app(lake_dir, settings), host=host, port=port, log_level="info")
+    # one log line per request comes from the app (with its request id): uvicorn's access log would repeat it
+    uvicorn.run(create_app(lake_dir, settings), host=host, port=port, log_level="info", access_log=False)

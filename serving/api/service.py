@@ -133,6 +133,12 @@ class LakeService:
     def annotator_ready(self) -> bool:
         return self._annotator is not None
 
+    @property
+    def missing(self) -> list[str]:
+        """What the lake lacks for annotation (read without waiting for a running annotation)."""
+        annotator = self._annotator
+        return list(annotator.missing) if annotator is not None else []
+
     def annotate_file(self, path: str | Path, *, source_file: str, ionmode: str | None, top_k: int,
                       max_scans: int | None = None) -> dict[str, Any]:
         """Annotate every MS2 scan of a record file: ``{method, missing, scans, errors}``.

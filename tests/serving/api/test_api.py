@@ -158,6 +158,8 @@ def test_the_openapi_schema_documents_every_route_with_examples(client):
             "/studies/{name}/annotations", "/studies/{name}/report"} <= paths
     body = schema["paths"]["/annotate"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data"} <= set(body)
+    ref = body["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert schema["components"]["schemas"][ref]["examples"][0]["ionmode"] == "positive"
     assert schema["components"]["schemas"]["SqlRequest"]["examples"][0]["query"].startswith("SELECT")
     assert client.get("/docs").status == 200
 
