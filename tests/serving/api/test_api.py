@@ -214,6 +214,39 @@ def test_bad_input_gets_a_4xx_with_a_clear_json_error_and_the_server_goes_on(cli
     assert client.get("/health").status == 200
 
 
+def test_each_request_is_logged_with_its_id_and_status(client, caplog):
+    """The server logs one line per request naming its request id, method, path and status."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="speclake.api")
+    reply = client.get("/spectra/no-such-spectrum", headers={"X-Request-ID": "trace-me-42"})
+    assert reply.status == 404
+    lines = [r.getMessage() for r in caplog.records if r.name == "speclake.api"]
+    assert any("trace-me-42" in m and "/spectra/no-such-spectrum" in m and "404" in m for m in lines), lines
+
+
+def test_an_upload_with_more_scans_than_the_limit_is_refused(client):
+    """A file of 101 scans (the server annotates at most 100 per request) gets a 413 naming both numbers."""
+    records = "".join(f"BEGIN IONS\nTITLE=s{i}\nPEPMASS=200.1\nCHARGE=1+\n80.0 10\n120.0 100\nEND IONS\n"
+                      for i in range(101))
+    reply = client.upload("/annotate", "many.mgf", records.encode())
+    assert reply.status == 413
+    body = reply.json()
+    assert body["error"] == "too_many_scans" and "101" in body["detail"] and "100" in body["detail"]
+    assert client.get("/health").status == 200
+
+
+def test_serve_refuses_a_public_address_without_an_api_key(api_lake):
+    """`speclake serve --host 0.0.0.0` without --api-key stops with one clear line before starting anything."""
+    from click.testing import CliRunner
+
+    from speclake.cli import main
+
+    out = CliRunner().invoke(main, ["serve", "--lake", str(api_lake[0]), "--host", "0.0.0.0", "--port", "1"])
+    assert out.exit_code == 1
+    assert "--api-key" in out.output and "Traceback" not in out.output
+
+
 def test_a_client_request_id_is_echoed(client):
     """A sane X-Request-ID sent by the client comes back unchanged; a strange one is replaced."""
     assert client.get("/health", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
