@@ -16,9 +16,10 @@ import glob
 import hashlib
 import json
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -240,8 +241,30 @@ def parse_config(data: Any, base: str | os.PathLike[str], *, origin: str = "conf
     return cfg.resolved(base)
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> PlatformConfig:
-    """The config in YAML file ``path`` (None: the defaults, paths against the working directory)."""
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(text: str, env: Mapping[str, str] | None = None) -> str:
+    """``${VAR}`` and ``${VAR:-default}`` replaced by the environment's value (or the default); a
+    ``${VAR}`` without default whose variable is unset raises ConfigError naming it."""
+    env = os.environ if env is None else env
+
+    def one(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if env.get(name):
+            return env[name]
+        if default is None:
+            raise ConfigError(f"environment variable {name} is not set and ${{{name}}} has no default")
+        return default
+
+    return _ENV_REF.sub(one, text)
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> PlatformConfig:
+    """The config in YAML file ``path`` (None: the defaults, paths against the working directory).
+
+    ``${VAR:-default}`` references are expanded from ``env`` (default: the environment) first, so one
+    file (``infra/cluster.yaml``) takes its cluster addresses from each site's environment."""
     import yaml
 
     if path is None:
@@ -250,7 +273,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> PlatformConfig:
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(expand_env(path.read_text(encoding="utf-8"), env))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return parse_config(data, path.resolve().parent, origin=str(path))
@@ -264,4 +289,4 @@ def dump_config(cfg: PlatformConfig) -> str:
 
 
 __all__ = ["ConfigError", "PlatformConfig", "SAMPLE_DIR", "SAMPLE_STUDY_DIR", "config_errors", "dump_config",
-           "load_config", "parse_config"]
+           "expand_env", "load_config", "parse_config"]

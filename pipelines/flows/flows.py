@@ -159,9 +159,9 @@ def _run(stage_names: list[str], config: str | None, params: dict[str, Any] | No
         for name in stage_names:
             if name == "train":
                 for arch in cfg.architectures:
-                    run(f"train-{arch}", stages.train, arch)
+                    run(stages.stage_name(cfg, name, arch), stages.train, arch)
             else:
-                run(name, getattr(stages, name))
+                run(stages.stage_name(cfg, name), getattr(stages, name))
     _flow_artifact(run.summaries)
     return run.summaries
 
@@ -182,17 +182,41 @@ FLOW_HELP: dict[str, str] = {
 }
 
 
-def _make_flow(name: str) -> Any:
-    def body(config: str | None = None, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        return _run(FLOW_STAGES[name], config, params)
-
-    body.__name__ = f"{name}_flow"
-    body.__doc__ = f"speclake {name}: {FLOW_HELP[name]}."
-    return flow(body, name=name, description=FLOW_HELP[name], log_prints=True, persist_result=False,
-                validate_parameters=True)
+_FLOW_OPTIONS: dict[str, Any] = {"log_prints": True, "persist_result": False, "validate_parameters": True}
 
 
-FLOWS: dict[str, Any] = {name: _make_flow(name) for name in FLOW_STAGES}
+# Module-level flow functions: a served deployment's run loads its flow by entrypoint (file:function).
+@flow(name="full", description=FLOW_HELP["full"], **_FLOW_OPTIONS)
+def full(config: str | None = None, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The whole pipeline once: ingest, features, training, index, annotation prep, study, report."""
+    return _run(FLOW_STAGES["full"], config, params)
+
+
+@flow(name="refresh", description=FLOW_HELP["refresh"], **_FLOW_OPTIONS)
+def refresh(config: str | None = None, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Library refresh: ingest the sources, features of new spectra, library index and ranker."""
+    return _run(FLOW_STAGES["refresh"], config, params)
+
+
+@flow(name="retrain", description=FLOW_HELP["retrain"], **_FLOW_OPTIONS)
+def retrain(config: str | None = None, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Retraining of every configured architecture, then the ranker."""
+    return _run(FLOW_STAGES["retrain"], config, params)
+
+
+@flow(name="index", description=FLOW_HELP["index"], **_FLOW_OPTIONS)
+def index(config: str | None = None, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The structure index (rebuilt only when the structure files or the lake compounds changed)."""
+    return _run(FLOW_STAGES["index"], config, params)
+
+
+@flow(name="annotate", description=FLOW_HELP["annotate"], **_FLOW_OPTIONS)
+def annotate(config: str | None = None, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The study's new files annotated, then its report."""
+    return _run(FLOW_STAGES["annotate"], config, params)
+
+
+FLOWS: dict[str, Any] = {"full": full, "refresh": refresh, "retrain": retrain, "index": index, "annotate": annotate}
 
 
 # -- running -----------------------------------------------------------------------------------------

@@ -254,7 +254,7 @@ def annotate(cfg: PlatformConfig, engines: Engines) -> dict[str, Any]:
                            "no_candidates": rep.n_no_candidates, "errors": rep.n_errors,
                            "scans_per_s": rep.scans_per_second}}
 
-    return run_stage(cfg, f"annotate-{_safe(study.name)}", fp, work)
+    return run_stage(cfg, stage_name(cfg, "annotate"), fp, work)
 
 
 def report(cfg: PlatformConfig, engines: Engines) -> dict[str, Any]:
@@ -268,14 +268,20 @@ def report(cfg: PlatformConfig, engines: Engines) -> dict[str, Any]:
         path = write_study_report(cfg.lake, cfg.study.name, out)
         return {"run_id": "", "tables": {}, "counts": {"report": str(path), "bytes": path.stat().st_size}}
 
-    return run_stage(cfg, f"report-{_safe(cfg.study.name)}", fp, work, [out])
+    return run_stage(cfg, stage_name(cfg, "report"), fp, work, [out])
 
 
-def _safe(name: str) -> str:
+def stage_name(cfg: PlatformConfig, stage: str, arch: str | None = None) -> str:
+    """The name of a stage in summaries, task runs and the ledger: ``train-<arch>``, ``annotate-<study>``
+    and ``report-<study>`` (study names made file-safe); the others as they are."""
     from speclake.serving.annotate.job import lock_name
 
-    return lock_name(name).removeprefix("annotate-")
+    if stage == "train":
+        return f"train-{arch}"
+    if stage in ("annotate", "report"):
+        return f"{stage}-{lock_name(cfg.study.name).removeprefix('annotate-')}"
+    return stage
 
 
 __all__ = ["DONE", "Engines", "SKIPPED", "annotate", "features", "index", "ingest", "prepare", "report",
-           "run_stage", "train", "train_settings"]
+           "run_stage", "stage_name", "train", "train_settings"]

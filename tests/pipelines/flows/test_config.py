@@ -79,3 +79,22 @@ def test_empty_file_is_the_defaults(tmp_path):
     cfg = load_config(path)
     assert cfg.lake == str(tmp_path / "speclake-lake") and cfg.architectures == [] and cfg.retry.retries == 2
     assert cfg.retry.delays() == [10.0, 20.0]
+
+
+def test_environment_references_expanded(tmp_path):
+    """``${VAR:-default}`` takes the environment's value or the default; an unset ``${VAR}`` without
+    default is refused naming the variable."""
+    path = tmp_path / "site.yaml"
+    path.write_text("lake: ${SITE_LAKE:-/data/lake}\nengines: {spark_master: '${SITE_MASTER:-local[2]}'}\n")
+    cfg = load_config(path, env={"SITE_MASTER": "spark://head:7077"})
+    assert (cfg.lake, cfg.engines.spark_master) == ("/data/lake", "spark://head:7077")
+    path.write_text("lake: ${SITE_LAKE}\n")
+    with pytest.raises(ConfigError, match="SITE_LAKE is not set"):
+        load_config(path, env={})
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "infra").glob("*.yaml")))
+def test_shipped_configs_load(name):
+    """Every config shipped in infra/ (local, cluster, Kubernetes) validates with its defaults."""
+    cfg = load_config(REPO / "infra" / name, env={})
+    assert Path(cfg.lake).is_absolute() and cfg.engines.spark_master
