@@ -367,6 +367,7 @@ class RayLocalCluster:
 
     def __init__(self, temp_dir: str | os.PathLike[str] | None = None, settings: RayClusterSettings | None = None) -> None:
         self.settings = settings or RayClusterSettings()
+        self.owns_temp_dir = temp_dir is None  # a folder made here is removed after a clean stop
         self.temp_dir = Path(temp_dir or tempfile.mkdtemp(prefix="slray-", dir="/tmp"))
         self.port = free_port()
         self.token_file = self.temp_dir / "auth_token"
@@ -448,6 +449,8 @@ class RayLocalCluster:
         left = pids_mentioning(str(self.temp_dir))  # a worker that escaped its session
         if left:
             _signal_pids(left, signal.SIGKILL)
+        elif self.owns_temp_dir:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
         log.info("Ray cluster stopped")
 
     def __enter__(self) -> "RayLocalCluster":
@@ -479,7 +482,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     base = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="speclake-cluster-"))
     spark = SparkStandalone(base / "spark")
-    ray_cluster = RayLocalCluster(tempfile.mkdtemp(prefix="slray-", dir="/tmp"))
+    ray_cluster = RayLocalCluster()
     try:
         spark.start()
         ray_cluster.start()

@@ -170,3 +170,22 @@ def test_kubernetes_config_names_the_objects_of_the_manifests():
     assert cfg.lake.startswith(conf["spark.kubernetes.executor.volumes.persistentVolumeClaim.lake.mount.path"] + "/")
     head = next(d["metadata"] for _, d in manifests() if d["kind"] == "RayCluster")
     assert cfg.engines.ray_address.startswith(f"{head['name']}-head-svc.{head['namespace']}.")
+
+
+def test_dockerfile_installs_the_package_as_pyproject_declares():
+    """infra/docker/Dockerfile copies every source folder of pyproject's package-dir, pins the same torch as the
+    dependencies, installs faiss-gpu through the gpu extra, and .dockerignore keeps the venv and lakes out."""
+    import re
+
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads pyproject.toml with tomllib")
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    dockerfile = (REPO / "infra" / "docker" / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\S+) \1$", dockerfile, re.M))
+    assert set(project["tool"]["setuptools"]["package-dir"].values()) <= copied
+    torch_pin = next(d.split("==")[1] for d in project["project"]["dependencies"] if d.startswith("torch=="))
+    assert f"ARG TORCH_VERSION={torch_pin}" in dockerfile
+    assert "gpu" in project["project"]["optional-dependencies"] and 'pip install ".[gpu]"' in dockerfile
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {".venv", "speclake-lake", ".git"} <= set(ignored)
+    assert (REPO / "infra" / "docker" / "entrypoint.sh").stat().st_mode & 0o111, "the entrypoint is executable"
