@@ -18,8 +18,8 @@ from typing import Any, Callable
 
 from speclake.serving.report.data import (CONFIDENCE_LEVELS, TABLE_COLUMNS, Detail, ReportSettings, StudyData,
                                           StudyNotFound, read_study)
-from speclake.serving.report.svg import (Peaks, attribution_svg, esc, mirror_plot_svg, structure_svg, tree_formulas,
-                                         tree_html)
+from speclake.serving.report.svg import (Peaks, attribution_svg, esc, mirror_plot_svg, mz_range, structure_svg,
+                                         tree_formulas, tree_html)
 
 log = logging.getLogger(__name__)
 
@@ -225,10 +225,13 @@ def detail_html(i: int, d: Detail, tolerance_da: float, drawings: Callable[[str 
         tree = f'<div class="full muted">{esc(d.tree_note)}</div>'
     if d.attribution is not None:
         top = ", ".join(f"{m:.4f} ({v:+.2g})" for m, v in d.attribution.top(5))
+        axis = mz_range(d.query_mz, lib.get("mz") if lib else None,
+                        [r["precursor_mz"]] if r.get("precursor_mz") else None)
         attributions = (f'<div class="full"><b>Per-peak attributions</b> <span class="muted">'
-                        f'{esc(d.attribution_note)}; strongest: {esc(top)}</span>'
-                        + attribution_svg(d.attribution.mz, d.attribution.attributions,
-                                          label=f"attribution per peak, model {d.attribution.model_id}")
+                        f'{esc(d.attribution_note)}; strongest: {esc(top)}</span></div><div class="full">'
+                        + attribution_svg(d.attribution.mz, d.attribution.attributions, axis=axis,
+                                          label=f"attribution per peak (up: supports this structure), "
+                                                f"model {d.attribution.model_id}")
                         + "</div>")
     else:
         attributions = (f'<div class="full muted">Per-peak attributions: '

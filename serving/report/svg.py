@@ -102,10 +102,7 @@ def mirror_plot_svg(query: Peaks, library: Peaks | None, *, tolerance_da: float 
     plot_w, plot_h = width - left - right, height - top - bottom
     up, down = (plot_h / 2, plot_h / 2) if library is not None else (plot_h, 0.0)
     mid = top + up
-    all_mz = np.concatenate([query.mz, lib.mz, [precursor_mz] if precursor_mz else []])
-    lo, hi = (float(all_mz.min()), float(all_mz.max())) if len(all_mz) else (0.0, 100.0)
-    pad = max((hi - lo) * 0.05, 5.0)
-    lo, hi = max(lo - pad, 0.0), hi + pad
+    lo, hi = mz_range(query.mz, lib.mz, [precursor_mz] if precursor_mz else None)
 
     def x(mz: float) -> float:
         return left + (mz - lo) / (hi - lo) * plot_w
@@ -161,19 +158,28 @@ def mirror_plot_svg(query: Peaks, library: Peaks | None, *, tolerance_da: float 
     return "".join(parts)
 
 
+def mz_range(*arrays: Sequence[float] | None) -> tuple[float, float]:
+    """The m/z axis range of a plot of these values: their span padded by 5% (at least 5), from >= 0."""
+    values = np.concatenate([np.asarray(a, np.float64).ravel() for a in arrays if a is not None and len(a)] or
+                            [np.zeros(0)])
+    values = values[np.isfinite(values)]
+    lo, hi = (float(values.min()), float(values.max())) if len(values) else (0.0, 100.0)
+    pad = max((hi - lo) * 0.05, 5.0)
+    return max(lo - pad, 0.0), hi + pad
+
+
 def attribution_svg(mz: Sequence[float], attributions: Sequence[float], *, label: str = "", width: int = 640,
-                    height: int = 150, n_labels: int = 4) -> str:
+                    height: int = 160, n_labels: int = 4, axis: tuple[float, float] | None = None) -> str:
     """Per-peak attributions as sticks: up (red) for peaks supporting the candidate, down (blue) against,
-    length relative to the largest absolute attribution; m/z axis; tooltips with the values."""
+    length relative to the largest absolute attribution; m/z axis (``axis``: the mirror plot's range, so
+    the two line up); tooltips with the values."""
     m = np.asarray(mz, dtype=np.float64)
     a = np.asarray(attributions, dtype=np.float64)
     left, right, top, bottom = 48, 12, 22, 30
     plot_w, plot_h = width - left - right, height - top - bottom
     mid = top + plot_h / 2
-    lo, hi = (float(m.min()), float(m.max())) if len(m) else (0.0, 100.0)
-    pad = max((hi - lo) * 0.05, 5.0)
-    lo, hi = max(lo - pad, 0.0), hi + pad
-    scale = float(np.abs(a).max()) if len(a) and np.abs(a).max() > 0 else 1.0
+    lo, hi = axis if axis is not None else mz_range(m)
+    scale = float(np.abs(a).max()) / 0.8 if len(a) and np.abs(a).max() > 0 else 1.0  # longest stick: 80%
 
     def x(v: float) -> float:
         return left + (v - lo) / (hi - lo) * plot_w
@@ -183,10 +189,11 @@ def attribution_svg(mz: Sequence[float], attributions: Sequence[float], *, label
              f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fff" stroke="#ccc"/>',
              f'<text class="who" x="{left}" y="12">{esc(label)}</text>',
              f'<text class="ax" x="{left - 4}" y="{top + 8}" text-anchor="end">+{scale:.2g}</text>',
-             f'<text class="ax" x="{left - 4}" y="{top + plot_h}" text-anchor="end">&#8722;{scale:.2g}</text>']
+             f'<text class="ax" x="{left - 4}" y="{top + plot_h}" text-anchor="end">&#8722;{scale:.2g}</text>',
+             f'<text class="ax" x="{left - 4}" y="{mid + 3:.1f}" text-anchor="end">0</text>']
     for k in np.argsort(np.abs(a), kind="stable"):
         k = int(k)
-        if a[k] == 0:
+        if a[k] == 0 or not lo <= m[k] <= hi:
             continue
         y2 = mid - a[k] / scale * plot_h / 2
         colour = QUERY_MATCHED if a[k] > 0 else LIBRARY_MATCHED
@@ -270,5 +277,5 @@ def tree_formulas(tree, mz: Sequence[float], tolerance_da: float = 1e-6) -> dict
     return out
 
 
-__all__ = ["Peaks", "attribution_svg", "esc", "label_peaks", "match_peaks", "mirror_plot_svg", "nice_ticks",
+__all__ = ["Peaks", "attribution_svg", "esc", "label_peaks", "mz_range", "match_peaks", "mirror_plot_svg", "nice_ticks",
            "structure_svg", "tree_formulas", "tree_html"]

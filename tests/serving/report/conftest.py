@@ -6,7 +6,10 @@ takes Ray and ~40 s: annotate ranks the structures of the library hits with the 
   plots have matched peaks; the first TITLE is markup, which the report must show as text), the bad
   scans of :data:`tests.serving.annotate.conftest.BAD_MGF` (error rows), and a one-scan file moved to
   another folder after annotation (not found at its recorded path);
-* study ``broken``: only bad scans (every scan an error row).
+* study ``broken``: only bad scans (every scan an error row);
+* study ``scored``: the 12 MassBank scans ranked by a ranker that uses a registered descriptor model as
+  evidence (:func:`register_model_and_ranker`), so rows have a calibrated confidence and per-peak
+  attributions.
 """
 from __future__ import annotations
 
@@ -53,6 +56,45 @@ def library_mgf(lake: Path, out: Path, n: int = 12) -> Path:
     return out
 
 
+#: The registered model and the ranker that uses it (study ``scored``).
+MODEL_ID = "arch1-report-test"
+RANKER_ID = "report-test-ranker"
+
+
+def register_model_and_ranker(lake: Path) -> None:
+    """A real arch1 descriptor model (MACCS keys, seeded initial weights: not trained, which would need Ray)
+    registered in the lake, and a ranker using it as evidence beside the standard features, with
+    hand-set fusion weights and an isotonic calibration fitted on a fixed score/correct series."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from speclake.serving.annotate.calibration import IsotonicCalibrator
+    from speclake.serving.annotate.evidence import FEATURES
+    from speclake.serving.annotate.fusion import LinearFusion
+    from speclake.serving.annotate.rankers import rankers_root
+    from speclake.training.models import ModelContext, build_model
+    from speclake.training.registry import save_model
+    from speclake.training.split import SplitSettings
+
+    torch.manual_seed(0)
+    ctx = ModelContext(arch="arch1", model={"hidden": [16, 8], "dropout": 0.0},
+                       bins={"bin_width": 1.0, "max_mz": 1000.0}, descriptors=[f"maccs:{i}" for i in range(1, 167)])
+    save_model(lake, MODEL_ID, ctx, build_model(ctx).state_dict(), settings={"arch": "arch1"},
+               split={"settings": SplitSettings().model_dump()}, metrics={})
+    features = FEATURES + (f"model:{MODEL_ID}",)
+    weights = np.array([1.0 if f in ("prior", "identity", "identity_top") else 0.0 for f in FEATURES] + [0.05])
+    fusion = LinearFusion(features, np.zeros(len(features)), np.ones(len(features)), weights)
+    calibration = IsotonicCalibrator.fit(np.linspace(0.05, 1.0, 20), [i % 3 != 0 or i > 12 for i in range(20)])
+    folder = rankers_root(lake) / RANKER_ID
+    folder.mkdir(parents=True)
+    (folder / "settings.json").write_text(json.dumps({"created": "2026-12-05T00:00:00+00:00",
+                                                      "models": [MODEL_ID]}))
+    (folder / "weights.json").write_text(json.dumps(fusion.to_dict()))
+    (folder / "calibration.json").write_text(json.dumps(calibration.to_dict()))
+
+
 @pytest.fixture(scope="session")
 def report_lake(sample_spectra_lake, tmp_path_factory) -> ReportLake:
     from speclake.serving.annotate.job import AnnotateSettings, annotate_study
@@ -74,4 +116,6 @@ def report_lake(sample_spectra_lake, tmp_path_factory) -> ReportLake:
     only_bad = root / "only_bad.mgf"
     only_bad.write_text(BAD_MGF.split("END IONS", 1)[1].lstrip())
     annotate_study([only_bad], lake, "broken", settings)
+    register_model_and_ranker(lake)
+    annotate_study([mb], lake, "scored", AnnotateSettings(top_k=3, num_cpus=1, method=RANKER_ID))
     return ReportLake(root=lake, study_files=(mb, bad), moved_file=moved, moved_from=root / moved.name)

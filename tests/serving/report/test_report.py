@@ -147,3 +147,27 @@ def test_cli_writes_the_report(report_lake, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"written to {out}" in result.output
     assert Elements(out.read_text()).count("section", "detail") == 3
+
+
+def test_ranker_with_a_model_gives_confidences_and_per_peak_attributions(report_lake):
+    """Study 'scored' (a ranker using a registered arch1 model): confidence cards count the calibrated
+    rank-1 rows, and each detail has attributions of its candidate, drawn on the mirror plot's m/z axis
+    (the sticks sum to the log-likelihood difference: delta printed small)."""
+    from tests.serving.report.conftest import MODEL_ID, RANKER_ID
+
+    con = connect(report_lake.root)
+    try:
+        confident = con.sql("SELECT count(*) FILTER (WHERE confidence >= 0.5), count(*) FROM annotations_top1 "
+                            "WHERE study = 'scored'").fetchall()[0]
+        methods = {r[0] for r in con.sql("SELECT DISTINCT method FROM annotations WHERE study = 'scored'").fetchall()}
+    finally:
+        con.close()
+    assert methods == {RANKER_ID} and confident[1] == 12
+    text = render_study_report(report_lake.root, "scored")
+    page = Elements(text)
+    assert re.search(rf'<div class="card"><b>{confident[0]}</b>confidence &ge; 0.5</div>', text)
+    assert "No calibrated confidence" not in text
+    assert page.count("svg", "attribution") == 12 and page.count("line", "attr") > 12
+    deltas = [float(d) for d in re.findall(r"completeness delta (-?[0-9.e+-]+)\)", text)]
+    assert len(deltas) == 12 and max(abs(d) for d in deltas) < 1e-2
+    assert f"model {MODEL_ID}: integrated gradients" in text
