@@ -46,11 +46,16 @@ class Engines:
         self._ray = False
 
     def spark(self) -> Any:
-        """The flow's Spark session (a running one reused; one started here is stopped at close)."""
+        """The flow's Spark session (a running one reused; one started here is stopped at close).
+
+        Its JVM is the quick one (C1 JIT) that suits ingest, unless the features train in the JVM
+        (Spec2Vec's Word2Vec, the patterns' LDA), which need the full JIT (see FeaturesSettings.spark)."""
         if self._spark is None:
             from speclake.infra.spark import start_spark, stop_spark
 
-            self._spark, started = start_spark(self.cfg.engines.spark())
+            only = self.cfg.features.only
+            jvm_features = only is None or bool({"spec2vec", "patterns"} & set(only))
+            self._spark, started = start_spark(self.cfg.engines.spark(quick_jvm=not jvm_features))
             if started:
                 self._stack.callback(stop_spark, self._spark)
         return self._spark
