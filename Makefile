@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine (Python 3.10+, Java 17):
-#   make demo   ingest the bundled sample into ./speclake-lake and query it with SQL
+#   make demo   the full flow on the bundled sample into ./speclake-lake (ingest, features, a small
+#               training run, structure index, annotation of the bundled study, report) and SQL over it
 #   make test   run the test suite (real Spark, DuckDB, Ray, FAISS on small data)
 PYTHON ?= python3
 VENV   := .venv
@@ -27,9 +28,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/speclake ingest --lake speclake-lake
-	$(BIN)/speclake tables --lake speclake-lake
-	$(BIN)/speclake sql "SELECT source, ionmode, ms_level, count(*) AS spectra FROM spectra GROUP BY ALL ORDER BY ALL" --lake speclake-lake
+	$(BIN)/speclake flow run full --config infra/local.yaml
+	$(BIN)/speclake sql "SELECT regexp_extract(source_file, '[^/]+$$') AS file, outcome, count(*) AS scans FROM annotation_outcomes WHERE study = 'demo' GROUP BY ALL ORDER BY ALL" --lake speclake-lake
+	$(BIN)/speclake sql "SELECT record_locator AS scan, round(precursor_mz, 4) AS precursor_mz, compound_name, inchikey, round(confidence, 2) AS confidence FROM annotations_top1 WHERE study = 'demo' AND inchikey IS NOT NULL ORDER BY confidence DESC, scan LIMIT 5" --lake speclake-lake
+	@echo "report: $(CURDIR)/speclake-lake/reports/demo.html"
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider
