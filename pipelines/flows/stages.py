@@ -60,6 +60,10 @@ class Engines:
                 self._stack.callback(stop_spark, self._spark)
         return self._spark
 
+    def running_spark(self) -> Any:
+        """The flow's Spark session if one was started (else None: a stage may start its own)."""
+        return self._spark
+
     def ray(self) -> None:
         """Connect to ``engines.ray_address`` or start a local Ray for the rest of the flow run."""
         if not self._ray:
@@ -226,7 +230,7 @@ def prepare(cfg: PlatformConfig, engines: Engines) -> dict[str, Any]:
             return {"run_id": rep.run_id, "tables": {}, "counts": {"spectra_indexed": rep.spectra_indexed}}
         engines.ray()
         rep = prepare_lake(cfg.lake, settings=PrepareSettings(num_cpus=cfg.engines.num_cpus),
-                           spark=engines.spark() if engines._spark is not None else None)
+                           spark=engines.running_spark())
         counts: dict[str, Any] = {s["step"]: s["status"] for s in rep.steps}
         counts["ranker_id"] = rep.ranker_id
         fused = rep.test.get("fused") or {}
