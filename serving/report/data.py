@@ -54,6 +54,8 @@ class ReportSettings(BaseModel):
                                                        "(most confident first); None: every one")
     tolerance_da: float = Field(0.02, gt=0, description="fragment m/z tolerance of matched peaks (library search's)")
     max_errors: int = Field(500, ge=0, description="error rows listed (all are counted)")
+    max_rows: int = Field(20_000, ge=1, description="rank-1 rows in the table, most confident first (all are "
+                                                    "counted; `speclake export annotations` writes them all)")
     study_dirs: tuple[str, ...] = Field((), description="folders searched (by file name) for study files no longer "
                                                        "at the path annotate recorded")
 
@@ -138,14 +140,14 @@ def read_summary(con, study: str) -> Summary:
                    n_with_confidence=int(counts[-1]), methods=methods, reasons=reasons)
 
 
-def read_rows(con, study: str) -> list[dict[str, Any]]:
-    """Rank-1 (and no_candidates) rows of ``study``, most confident first."""
+def read_rows(con, study: str, limit: int) -> list[dict[str, Any]]:
+    """The first ``limit`` rank-1 (and no_candidates) rows of ``study``, most confident first."""
     cols = ", ".join(dict.fromkeys([c for c, _, _ in TABLE_COLUMNS] + [
         "record_locator", "smiles", "library_spectrum_id", "library_accession", "library_usi", "library_cosine",
         "library_modified_cosine", "query_usi", "ionmode", "formula_rank"]))
     return _dicts(con, f"""SELECT {cols} FROM annotations_top1 WHERE study = ?
                            ORDER BY confidence DESC NULLS LAST, status, score DESC NULLS LAST, source_file,
-                                    scan_number NULLS LAST, query_id""", [study])
+                                    scan_number NULLS LAST, query_id LIMIT ?""", [study, limit])
 
 
 def read_errors(con, study: str, limit: int) -> list[dict[str, Any]]:
@@ -269,7 +271,7 @@ def read_study(lake: str | os.PathLike[str], study: str, settings: ReportSetting
             raise StudyNotFound(f"no study {study!r} in {lake}; studies there: "
                                 f"{', '.join(known) if known else 'none (run `speclake annotate` first)'}")
         summary = read_summary(con, study)
-        rows = read_rows(con, study)
+        rows = read_rows(con, study, settings.max_rows)
         errors = read_errors(con, study, settings.max_errors)
         n = len(rows) if settings.details is None else settings.details
         details = read_details(con, lake, study, rows[:n], summary.files, settings.study_dirs)

@@ -260,6 +260,12 @@ def page_html(data: StudyData, settings: ReportSettings) -> str:
     from speclake import __version__
 
     n_rows, n_details = len(data.rows), len(data.details)
+    n_all = data.summary.n_annotated + data.summary.n_no_candidates
+    if n_rows < n_all:
+        table_note = (f"<p class='note'>The table lists the {n_rows} most confident of {n_all} rank-1 rows; "
+                      "<code>speclake export annotations --rank1</code> writes them all.</p>")
+    else:
+        table_note = ""
     if n_details < n_rows:
         truncated = (f"<p class='note'>Details of the first {n_details} of {n_rows} rank-1 rows (most confident "
                      "first) to keep this file small; <code>speclake report --details N</code> shows more.</p>")
@@ -275,7 +281,7 @@ def page_html(data: StudyData, settings: ReportSettings) -> str:
             f"<h1>Study {esc(data.study)}</h1><div class='muted'>lake {esc(data.lake)} · generated {now} by speclake "
             f"{esc(__version__)}</div><ul id='js-errors'></ul>"
             f"<h2>Summary</h2>{summary_html(data)}"
-            f"<h2>Rank-1 annotations ({n_rows})</h2>{table_html(data)}"
+            f"<h2>Rank-1 annotations ({n_all})</h2>{table_note}{table_html(data)}"
             f"<h2>Annotations in detail ({n_details})</h2>{truncated}{details}"
             f"<h2>Errors ({data.summary.n_errors})</h2>{errors_html(data)}"
             f"<script>{SCRIPT}</script></body></html>")

@@ -112,6 +112,9 @@ def test_details_are_limited_and_the_page_says_so(report_lake, tmp_path):
     assert "Details of the first 2 of 14 rank-1 rows" in text
     with pytest.raises(ValueError):
         render_study_report(report_lake.root, "mb", limit=-1)
+    few = render_study_report(report_lake.root, "mb", limit=1, settings=ReportSettings(max_rows=5))
+    assert re.search(r'<tbody>(.*?)</tbody>', few, re.S).group(1).count("<tr") == 5
+    assert "The table lists the 5 most confident of 14 rank-1 rows" in few
 
 
 def test_study_with_only_errors_renders(report_lake):
@@ -125,9 +128,12 @@ def test_study_with_only_errors_renders(report_lake):
     assert Elements(text).count("section", "detail") == 0
 
 
-def test_unknown_study_is_a_clear_error(report_lake, tmp_path):
-    """An unknown study raises StudyNotFound naming the lake's studies; the CLI exits 1 with that line."""
-    with pytest.raises(StudyNotFound, match=r"no study 'nope'.*studies there: broken, mb"):
+def test_unknown_study_is_a_clear_error(report_lake, sample_spectra_lake, tmp_path):
+    """An unknown study raises StudyNotFound naming the lake's studies (or saying none was annotated);
+    the CLI exits 1 with that line and writes nothing."""
+    with pytest.raises(StudyNotFound, match=r"none \(run `speclake annotate` first\)"):
+        render_study_report(sample_spectra_lake, "beer")
+    with pytest.raises(StudyNotFound, match=r"no study 'nope'.*studies there: broken, mb, scored"):
         render_study_report(report_lake.root, "nope")
     from speclake.cli import main
 
