@@ -143,8 +143,9 @@ class LakeService:
                       max_scans: int | None = None) -> dict[str, Any]:
         """Annotate every MS2 scan of a record file: ``{method, missing, scans, errors}``.
 
-        Raises :class:`UnsupportedFormat` for a file no reader knows and :class:`BadInput` when it has
-        more scans than ``max_scans``.
+        Raises :class:`UnsupportedFormat` for a file no reader knows, :class:`BadInput` when it has no MS2
+        scan, none that can be annotated (each one's reason given) or more than ``max_scans``; scans that
+        fail beside annotated ones are listed in ``errors``.
         """
         from speclake.pipelines.readers.splits import detect_format
         from speclake.serving.annotate.queries import read_queries
@@ -156,6 +157,11 @@ class LakeService:
             raise UnsupportedFormat(f"{source_file}: not a spectrum file speclake reads (MGF, mzML, mzXML, MSP, "
                                     f"MassBank): {why}") from exc
         read = read_queries(path, ionmode=ionmode, source_file=source_file)
+        if read.n_scans == 0:
+            raise BadInput("no_scans", f"{source_file}: no MS2 scan found in the file")
+        if not read.queries:
+            raise BadInput("not_annotatable", f"{source_file}: none of its {read.n_scans} scans can be annotated",
+                           [error_out(e) for e in read.errors])
         limit = max_scans or self.settings.max_scans
         if read.n_scans > limit:
             raise BadInput("too_many_scans", f"{source_file} has {read.n_scans} MS2 scans; the API annotates at most "
@@ -179,7 +185,12 @@ class LakeService:
         with tempfile.TemporaryDirectory(prefix="speclake-api-") as tmp:
             path = Path(tmp) / "query.mgf"
             path.write_text(mgf_record(precursor_mz, ionmode, peaks, charge=charge, title=query_id))
-            out = self.annotate_file(path, source_file="request", ionmode=ionmode, top_k=top_k, max_scans=1)
+            try:
+                out = self.annotate_file(path, source_file="request", ionmode=ionmode, top_k=top_k, max_scans=1)
+            except BadInput as exc:
+                reasons = "; ".join(e["reason"] for e in exc.details) or str(exc)
+                raise BadInput("not_annotatable", f"the spectrum cannot be annotated: {reasons}",
+                               exc.details) from exc
         if not out["scans"]:
             reasons = "; ".join(e["reason"] for e in out["errors"]) or "no scan could be read"
             raise BadInput("not_annotatable", f"the spectrum cannot be annotated: {reasons}", out["errors"])

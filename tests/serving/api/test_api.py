@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -180,6 +181,8 @@ BAD = [
     ("peaks above the precursor only", "POST", "/annotate", {"json_body": _annotate(precursor_mz=50.0, peaks=[[300.0, 10.0]])}, 422, "not_annotatable"),
     ("form body", "POST", "/annotate", {"body": b"x=1", "headers": {"Content-Type": "application/x-www-form-urlencoded"}}, 415, "unsupported_media_type"),
     ("unknown file format", "UPLOAD", "/annotate", {"filename": "notes.bin", "content": b"just some words\n"}, 415, "unsupported_format"),
+    ("MGF without a scan", "UPLOAD", "/annotate", {"filename": "empty.mgf", "content": b"# nothing here\n"}, 422, "not_annotatable"),
+    ("MGF whose every scan is bad", "UPLOAD", "/annotate", {"filename": "bad.mgf", "content": b"BEGIN IONS\nTITLE=no precursor\nCHARGE=1+\n80.0 10\nEND IONS\nBEGIN IONS\nTITLE=no peaks\nPEPMASS=200.1\nCHARGE=1+\nEND IONS\n"}, 422, "not_annotatable"),
     ("upload without a file field", "POST", "/annotate", {"body": b"--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n1\r\n--b--\r\n", "headers": {"Content-Type": "multipart/form-data; boundary=b"}}, 422, "invalid_request"),
     ("upload over the size limit", "UPLOAD", "/annotate", {"filename": "big.mgf", "content": b"0" * (600 * 1024)}, 413, "too_large"),
     ("chunked body over the size limit", "POST", "/annotate", {"body": b" " * (600 * 1024), "headers": {"Content-Type": "application/json"}, "chunked": True}, 413, "too_large"),
@@ -221,8 +224,14 @@ def test_each_request_is_logged_with_its_id_and_status(client, caplog):
     caplog.set_level(logging.INFO, logger="speclake.api")
     reply = client.get("/spectra/no-such-spectrum", headers={"X-Request-ID": "trace-me-42"})
     assert reply.status == 404
-    lines = [r.getMessage() for r in caplog.records if r.name == "speclake.api"]
-    assert any("trace-me-42" in m and "/spectra/no-such-spectrum" in m and "404" in m for m in lines), lines
+    deadline = time.monotonic() + 5  # the line is written once the response is sent: wait for it
+    while True:
+        lines = [r.getMessage() for r in caplog.records if r.name == "speclake.api"]
+        found = any("trace-me-42" in m and "/spectra/no-such-spectrum" in m and "404" in m for m in lines)
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert found, lines
 
 
 def test_an_upload_with_more_scans_than_the_limit_is_refused(client):
