@@ -85,6 +85,19 @@ def test_max_formulas_bounds_the_trees(source):
     assert cands and all(c.formula_rank is None for c in cands)
 
 
+def test_formula_mode_gives_every_structure_of_the_formula_whatever_the_mz(source):
+    """Formula candidates: every skeleton of the given formula (each fixture row is C8H10N4O2, whatever its
+    mass: the one 30 ppm off too) at a low-resolution precursor m/z (195.1) no ppm window would match; none
+    without a formula or for an unindexed one; the adduct whose ion is closest to the m/z."""
+    lists = source.by_formula([_query(195.1), _query(195.1, qid="b"), _query(195.1, qid="c")],
+                              ["C8H10N4O2", None, "C99"])
+    assert {c.inchikey14 for c in lists[0]} == {"RYYVLZVUVIJVGH", "AAAAAAAAAAAAAA", "BBBBBBBBBBBBBB", "CCCCCCCCCCCCCC"}
+    assert lists[1] == [] and lists[2] == [], "no formula, or a formula not indexed: no candidates"
+    assert {c.adduct for c in lists[0]} == {"[M+H]+"} and all(c.formula == "C8H10N4O2" for c in lists[0])
+    assert abs(lists[0][0].mass_error_ppm - (195.1 - adduct_mz(CAFFEINE, parse_adduct("[M+H]+")))
+               / adduct_mz(CAFFEINE, parse_adduct("[M+H]+")) * 1e6) < 0.01, "vs the formula's exact mass"
+
+
 @pytest.fixture(scope="module")
 def lake(sample_feature_lake, tmp_path_factory):
     from tests.training.eval_lakes import indexed_lake
