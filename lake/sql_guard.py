@@ -277,6 +277,12 @@ class ReadOnlyLake:
                 raise
         return conn
 
+    def warm(self) -> None:
+        """Open every pooled connection now (a server does it at start, so no request waits for the views)."""
+        conns = [self._acquire() for _ in range(self.settings.connections)]
+        for conn in conns:
+            self._pool.put(conn)
+
     def check(self, sql: str) -> str:
         """The statement :meth:`query` would run, or :class:`SqlRefused` / :class:`SqlError`."""
         with self._parser_lock:

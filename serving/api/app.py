@@ -220,6 +220,7 @@ def create_app(lake_dir: str | Path, settings: ApiSettings | None = None) -> Fas
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await run_in_threadpool(service.annotator)
+        await run_in_threadpool(service.sql.warm)
         log.info("serving lake %s (annotation method %s)", service.lake_dir, service.annotator().ranker.name)
         try:
             yield

@@ -57,7 +57,8 @@ def test_every_other_route_needs_the_api_key(server):
 
 
 def test_a_library_spectrum_is_found_by_id_and_by_accession(client, library_spectrum):
-    """GET /spectra/{id} and /spectra/{accession} give the same spectrum, with all its peaks sorted by m/z."""
+    """GET /spectra/{id}, /spectra/{accession} and /spectra/{USI} give the same spectrum, with all its peaks
+    sorted by m/z."""
     by_id = client.get(f"/spectra/{library_spectrum['spectrum_id']}")
     assert by_id.status == 200
     body = by_id.json()
@@ -68,6 +69,9 @@ def test_a_library_spectrum_is_found_by_id_and_by_accession(client, library_spec
     if library_spectrum["accession"]:
         by_acc = client.get(f"/spectra/{library_spectrum['accession']}")
         assert by_acc.status == 200 and by_acc.json()["spectrum_id"] == library_spectrum["spectrum_id"]
+    if body["usi"]:
+        by_usi = client.get(f"/spectra/{body['usi']}")
+        assert by_usi.status == 200 and by_usi.json()["spectrum_id"] == library_spectrum["spectrum_id"]
 
 
 def test_a_compound_is_found_by_full_inchikey_and_by_first_block(client, library_spectrum):
