@@ -2,7 +2,8 @@
 
 Pairs are chosen by a rule, not by hand: MassBank records in file order (contributor files sorted by
 name), LC-ESI MS2, precursor type ``[M+H]+`` (and ``[M-H]-`` with ``--negative``), a parsable SMILES of
-one connected component, at least ``--min-peaks`` peaks below the precursor m/z; one spectrum per
+one connected component, at least ``--min-peaks`` peaks below the precursor m/z, not all of them
+at unit resolution (the fragmenter matches at ppm tolerance); one spectrum per
 InChIKey-14 (the first). Each is paired with a regio-isomer from ``massbank_isomers.smi.gz`` with the
 same molecular formula and another InChIKey-14: ``--rule similar`` takes the isomer with the highest
 Morgan Tanimoto to the true structure (the hardest, usually one substituent moved), ``--rule first`` the
@@ -72,6 +73,8 @@ def select_queries(paths: list[Path], adducts: tuple[str, ...], min_peaks: int, 
     """The rule-chosen query records (see the module doc), at most ``limit``, one per InChIKey-14."""
     from rdkit import Chem, RDLogger
 
+    from speclake.pipelines.normalize.peaks import is_unit_resolution
+
     RDLogger.DisableLog("rdApp.*")
     out, seen = [], set()
     for r in iter_records(paths):
@@ -81,7 +84,8 @@ def select_queries(paths: list[Path], adducts: tuple[str, ...], min_peaks: int, 
             prec = float(str(r.get("precursor_mz")).split()[0])
         except (TypeError, ValueError):
             continue
-        if int((r["mz"] < prec - 0.01).sum()) < min_peaks:
+        below = r["mz"][r["mz"] < prec - 0.01]
+        if len(below) < min_peaks or is_unit_resolution(below, 1):
             continue
         mol = Chem.MolFromSmiles(str(r.get("smiles") or ""))
         if mol is None or len(Chem.GetMolFrags(mol)) != 1:
@@ -96,12 +100,23 @@ def select_queries(paths: list[Path], adducts: tuple[str, ...], min_peaks: int, 
     return out
 
 
+def _signature(smiles: str) -> tuple[int, int, int, int]:
+    """A cheap prefilter of :func:`heavy_atom_key`: C, O, N and S-or-halogen letters counted in the text."""
+    return (smiles.count("C") + smiles.count("c") - smiles.count("Cl") - smiles.count("Ca"),
+            smiles.count("O") + smiles.count("o"), smiles.count("N") + smiles.count("n"),
+            smiles.count("S") + smiles.count("s") + smiles.count("l") + smiles.count("r") + smiles.count("F"))
+
+
 def isomer_index(path: Path, keys: set[tuple]) -> dict[tuple, list[str]]:
     """Heavy-atom key -> isomer SMILES (file order) for the wanted keys only."""
+    wanted = {_signature("".join(e * n for e, n in k)) for k in keys}
+    n_oxygen = {w[1] for w in wanted}
     out: dict[tuple, list[str]] = defaultdict(list)
     with gzip.open(path, "rt") as fh:
         for line in fh:
-            smi = line.split("\t", 1)[0]
+            smi = line[: line.find("\t")]
+            if smi.count("O") + smi.count("o") not in n_oxygen or _signature(smi) not in wanted:
+                continue
             k = heavy_atom_key(smi)
             if k in keys:
                 out[k].append(smi)
@@ -109,25 +124,21 @@ def isomer_index(path: Path, keys: set[tuple]) -> dict[tuple, list[str]]:
 
 
 def pick_isomer(query: dict, pool: list[str], rule: str) -> str | None:
-    """The query's regio-isomer by ``rule`` (``similar``: highest Morgan Tanimoto; ``first``: file order)."""
+    """The query's regio-isomer by ``rule`` (``similar``: highest Morgan Tanimoto, ties in file order;
+    ``first``: file order) among ``pool``'s structures of the same formula and another InChIKey-14."""
     from rdkit import Chem, DataStructs
     from rdkit.Chem import rdFingerprintGenerator
     from rdkit.Chem.rdMolDescriptors import CalcMolFormula
 
     formula = CalcMolFormula(query["mol"])
-    gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
-    ref = gen.GetFingerprint(query["mol"])
-    best, best_sim = None, -1.0
-    for smi in pool:
-        mol = Chem.MolFromSmiles(smi)
-        if mol is None or CalcMolFormula(mol) != formula or Chem.MolToInchiKey(mol)[:14] == query["ik14"]:
-            continue
-        if rule == "first":
-            return smi
-        sim = DataStructs.TanimotoSimilarity(ref, gen.GetFingerprint(mol))
-        if sim > best_sim:
-            best, best_sim = smi, sim
-    return best
+    mols = [(smi, mol) for smi in pool if (mol := Chem.MolFromSmiles(smi)) is not None
+            and CalcMolFormula(mol) == formula]
+    if rule == "similar":
+        gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
+        ref = gen.GetFingerprint(query["mol"])
+        sims = [DataStructs.TanimotoSimilarity(ref, gen.GetFingerprint(m)) for _, m in mols]
+        mols = [mols[i] for i in sorted(range(len(mols)), key=lambda i: -sims[i])]
+    return next((smi for smi, m in mols if Chem.MolToInchiKey(m)[:14] != query["ik14"]), None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,7 +41,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from speclake.pipelines.features.formula import ELEMENT_INDEX, ELEMENTS, MONO_MASS, N_ELEMENTS, format_formula
+from speclake.pipelines.features.formula import (ELEMENT_INDEX, ELEMENTS, MONO_MASS, N_ELEMENTS, VALENCE,
+                                                 format_formula)
+from speclake.pipelines.normalize import peaks as pk
 from speclake.pipelines.normalize.masses import ELECTRON_MASS, ELEMENT_MASSES
 
 from .model import Candidate, Query
@@ -100,6 +102,7 @@ class FragmenterSettings(BaseModel):
     energy_scale: float = 100.0        # kJ/mol; E includes h_shift_energy per shifted hydrogen
     h_shift_energy: float = 100.0      # MetFrag's hydrogen penalty
     tree_bonus: float = 1.0            # a match reproducing the tree's formula counts 1 + tree_bonus
+    radical_energy: float = 0.0        # added to E of an odd-electron fragment ion (RDBE integer)
 
 
 DEFAULT_SETTINGS = FragmenterSettings()
@@ -411,6 +414,9 @@ def score_spectrum(fragments: FragmentSet, mzs: Sequence[float], intensities: Se
     mz, inten = mz[keep], inten[keep]
     if len(mz) == 0:
         return FragScore.zero("no fragment peaks below the precursor m/z")
+    if pk.is_unit_resolution(mz, 1):
+        return FragScore.zero("unit-resolution peaks (at most 1 decimal): fragments are not matched at this "
+                              "tolerance", len(mz))
     if len(mz) > settings.max_peaks:
         top = np.sort(np.argsort(-inten, kind="stable")[: settings.max_peaks])
         mz, inten = mz[top], inten[top]
@@ -428,6 +434,7 @@ def score_spectrum(fragments: FragmentSet, mzs: Sequence[float], intensities: Se
     n_tree = sum(t is not None for t in peak_tree)
 
     frag_h = fragments.counts[:, _H]
+    frag_parity = (fragments.counts @ (VALENCE[:N_ELEMENTS] - 2)) % 2   # ion even-electron iff parity + H added odd
     best = np.zeros(len(mz))
     best_match: list[tuple | None] = [None] * len(mz)
     tree_hit = np.zeros(len(mz), bool)
@@ -447,6 +454,9 @@ def score_spectrum(fragments: FragmentSet, mzs: Sequence[float], intensities: Se
                 if len(rows) == 0:
                     continue
                 energy = fragments.energy[rows] + abs(k) * settings.h_shift_energy
+                if settings.radical_energy:
+                    energy = energy + np.where((frag_parity[rows] + carrier_h + k) % 2 == 1, 0.0,
+                                               settings.radical_energy)
                 factor = np.ones(len(rows))
                 tree_ok = np.zeros(len(rows), bool)
                 if peak_tree[p] is not None:
