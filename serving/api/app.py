@@ -258,7 +258,7 @@ def create_app(lake_dir: str | Path, settings: ApiSettings | None = None) -> Fas
             raw = await request.body()
             try:
                 body = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
                 raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
             try:
                 req = AnnotateRequest.model_validate(body)
@@ -269,8 +269,8 @@ def create_app(lake_dir: str | Path, settings: ApiSettings | None = None) -> Fas
                                            charge=req.charge, top_k=top_k, query_id=req.query_id)
         if ctype == "multipart/form-data":
             return await _annotate_upload(request)
-        raise ApiError(415, "unsupported_media_type", "send JSON (Content-Type: application/json) or a multipart/form-data upload with "
-                                 f"the field 'file'; got {ctype or 'no Content-Type'}")
+        raise ApiError(415, "unsupported_media_type", "send JSON (Content-Type: application/json) or a "
+                       f"multipart/form-data upload with the field 'file'; got {ctype or 'no Content-Type'}")
 
     async def _annotate_upload(request: Request) -> dict[str, Any]:
         form = await request.form(max_files=1, max_fields=10)
@@ -283,7 +283,7 @@ def create_app(lake_dir: str | Path, settings: ApiSettings | None = None) -> Fas
                 raise HTTPException(422, f"ionmode must be positive or negative, got {ionmode!r}")
             try:
                 top_k = min(int(form.get("top_k") or 20), settings.max_top_k)
-            except ValueError as exc:
+            except (TypeError, ValueError) as exc:
                 raise HTTPException(422, "top_k must be a whole number") from exc
             if top_k < 1:
                 raise HTTPException(422, "top_k must be >= 1")

@@ -176,6 +176,9 @@ def _annotate(**over):
 
 BAD = [
     ("invalid JSON", "POST", "/annotate", {"body": b'{"precursor_mz": 195.08,', "headers": {"Content-Type": "application/json"}}, 400, "invalid_json"),
+    ("deeply nested JSON", "POST", "/annotate", {"body": b"[" * 100_000, "headers": {"Content-Type": "application/json"}}, 400, "invalid_json"),
+    ("JSON that is not an object", "POST", "/annotate", {"json_body": [1, 2, 3]}, 422, "invalid_request"),
+    ("infinite precursor", "POST", "/annotate", {"body": b'{"precursor_mz": Infinity, "ionmode": "positive", "peaks": [[138.06, 5.0]]}', "headers": {"Content-Type": "application/json"}}, 422, "invalid_request"),
     ("NaN peak", "POST", "/annotate", {"body": b'{"precursor_mz": 195.08, "ionmode": "positive", "peaks": [[138.06, NaN]]}', "headers": {"Content-Type": "application/json"}}, 422, "invalid_request"),
     ("negative intensity", "POST", "/annotate", {"json_body": _annotate(peaks=[[138.06, -5.0]])}, 422, "invalid_request"),
     ("negative m/z", "POST", "/annotate", {"json_body": _annotate(peaks=[[-138.06, 5.0]])}, 422, "invalid_request"),
