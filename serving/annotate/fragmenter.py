@@ -129,6 +129,7 @@ class FragmentSet:
     depth: np.ndarray                 # (n,) int8
     atoms: tuple[int, ...] = field(repr=False)
     error: str | None = None
+    ions: dict = field(default_factory=dict, repr=False, compare=False)   # ion tables per polarity/settings
 
     def __len__(self) -> int:
         return len(self.masses)
@@ -374,6 +375,48 @@ def _carriers(adduct: str) -> tuple[int, tuple[tuple[float, int], ...]]:
     return -1, ((-PROTON_MASS, -1), (ELECTRON_MASS, 0))
 
 
+@dataclass(frozen=True)
+class _Ions:
+    """Every fragment ion of one polarity, sorted by m/z: fragment row, hydrogens added (carrier + shift),
+    shift k, and energy E (bonds + shifted hydrogens + radical penalty); ``energy`` ends with an inf sentinel."""
+
+    mz: np.ndarray
+    row: np.ndarray
+    h_added: np.ndarray
+    shift: np.ndarray
+    energy: np.ndarray
+
+
+def _ion_table(fragments: FragmentSet, carriers: tuple[tuple[float, int], ...],
+               settings: FragmenterSettings) -> _Ions:
+    """The fragment ions of ``fragments`` under ``carriers`` (cached on the fragment set per settings)."""
+    key = (carriers, settings.max_h_shift, settings.h_shift_by_depth, settings.h_shift_energy,
+           settings.radical_energy)
+    hit = fragments.ions.get(key)
+    if hit is not None:
+        return hit
+    frag_h = fragments.counts[:, _H]
+    parity = (fragments.counts @ (VALENCE[:N_ELEMENTS] - 2)) % 2     # ion even-electron iff parity + H added odd
+    parts = []
+    for carrier_mass, carrier_h in carriers:
+        for k in range(-settings.max_h_shift, settings.max_h_shift + 1):
+            ok = (frag_h + carrier_h + k >= 0) & (fragments.depth > 0)
+            if settings.h_shift_by_depth:
+                ok &= fragments.depth >= abs(k)
+            rows = np.flatnonzero(ok)
+            energy = fragments.energy[rows] + abs(k) * settings.h_shift_energy
+            if settings.radical_energy:
+                energy = energy + np.where((parity[rows] + carrier_h + k) % 2 == 1, 0.0, settings.radical_energy)
+            parts.append((fragments.masses[rows] + carrier_mass + k * H_MASS, rows,
+                          np.full(len(rows), carrier_h + k), np.full(len(rows), k), energy))
+    mz, row, h_added, shift, energy = (np.concatenate(x) for x in zip(*parts))
+    order = np.argsort(mz, kind="stable")
+    table = _Ions(mz[order], row[order], h_added[order].astype(np.int32), shift[order].astype(np.int32),
+                  np.append(energy[order], np.inf))
+    fragments.ions[key] = table
+    return table
+
+
 def _tree_lookup(tree_formulas: Mapping[float, str] | None) -> tuple[np.ndarray, list[np.ndarray]]:
     """Sorted m/z of the tree's peaks and their ion formula counts (neutral atoms, charge dropped)."""
     from speclake.pipelines.features.formula import parse_formula
@@ -384,13 +427,26 @@ def _tree_lookup(tree_formulas: Mapping[float, str] | None) -> tuple[np.ndarray,
     return np.array([m for m, _ in items]), [c for _, c in items]
 
 
+def _peak_trees(mz: np.ndarray, tol: np.ndarray, tree_formulas: Mapping[float, str] | None) -> list[np.ndarray | None]:
+    """The tree's ion formula counts of each peak (None: the tree did not explain it)."""
+    tree_mz, tree_counts = _tree_lookup(tree_formulas)
+    out: list[np.ndarray | None] = [None] * len(mz)
+    if len(tree_mz):
+        for p in range(len(mz)):
+            j = int(np.argmin(np.abs(tree_mz - mz[p])))
+            if abs(tree_mz[j] - mz[p]) <= tol[p]:
+                out[p] = tree_counts[j]
+    return out
+
+
 def score_spectrum(fragments: FragmentSet, mzs: Sequence[float], intensities: Sequence[float],
                    precursor_mz: float, adduct: str, *, ppm: float | None = None, abs_tol: float | None = None,
                    tree_formulas: Mapping[float, str] | None = None,
-                   settings: FragmenterSettings = DEFAULT_SETTINGS) -> FragScore:
+                   settings: FragmenterSettings = DEFAULT_SETTINGS, details: bool = True) -> FragScore:
     """MetFrag-style score of one structure's fragments against one spectrum (see the module doc).
 
-    ``tree_formulas``: peak m/z -> ion formula the query's fragmentation tree gave it (``C7H7O+``).
+    ``tree_formulas``: peak m/z -> ion formula the query's fragmentation tree gave it (``C7H7O+``);
+    ``details``: fill :attr:`FragScore.matches` (off: the figures only, faster).
     Never raises for bad input: an unscorable case gives :meth:`FragScore.zero` with the reason.
     """
     ppm = settings.ppm if ppm is None else ppm
@@ -408,76 +464,65 @@ def score_spectrum(fragments: FragmentSet, mzs: Sequence[float], intensities: Se
     if not (precursor_mz and math.isfinite(precursor_mz) and precursor_mz > 0):
         return FragScore.zero(f"invalid precursor m/z {precursor_mz!r}")
     ok = np.isfinite(mz) & np.isfinite(inten) & (inten > 0) & (mz > 0)
-    mz, inten = mz[ok], inten[ok]
     prec_tol = max(precursor_mz * ppm * 1e-6, abs_tol)
-    keep = mz < precursor_mz - prec_tol           # the precursor (and anything above) is not a fragment
-    mz, inten = mz[keep], inten[keep]
+    ok &= mz < precursor_mz - prec_tol           # the precursor (and anything above) is not a fragment
+    mz, inten = mz[ok], inten[ok]
     if len(mz) == 0:
         return FragScore.zero("no fragment peaks below the precursor m/z")
     if pk.is_unit_resolution(mz, 1):
         return FragScore.zero("unit-resolution peaks (at most 1 decimal): fragments are not matched at this "
                               "tolerance", len(mz))
     if len(mz) > settings.max_peaks:
-        top = np.sort(np.argsort(-inten, kind="stable")[: settings.max_peaks])
+        top = np.argsort(-inten, kind="stable")[: settings.max_peaks]
         mz, inten = mz[top], inten[top]
+    order = np.argsort(mz, kind="stable")
+    mz, inten = mz[order], inten[order]
     rel = inten / inten.max()
     weight = (mz / precursor_mz) ** settings.mz_exponent * rel ** settings.intensity_exponent
     tol = np.maximum(mz * ppm * 1e-6, abs_tol)
-    lo_mz, hi_mz = mz - tol, mz + tol
-    tree_mz, tree_counts = _tree_lookup(tree_formulas)
-    peak_tree: list[np.ndarray | None] = [None] * len(mz)
-    if len(tree_mz):
-        for p in range(len(mz)):
-            j = int(np.argmin(np.abs(tree_mz - mz[p])))
-            if abs(tree_mz[j] - mz[p]) <= tol[p]:
-                peak_tree[p] = tree_counts[j]
-    n_tree = sum(t is not None for t in peak_tree)
-
-    frag_h = fragments.counts[:, _H]
-    frag_parity = (fragments.counts @ (VALENCE[:N_ELEMENTS] - 2)) % 2   # ion even-electron iff parity + H added odd
-    best = np.zeros(len(mz))
-    best_match: list[tuple | None] = [None] * len(mz)
-    tree_hit = np.zeros(len(mz), bool)
+    ions = _ion_table(fragments, carriers, settings)
+    start = np.searchsorted(ions.mz, mz - tol, "left")
+    stop = np.searchsorted(ions.mz, mz + tol, "right")
+    hit = np.flatnonzero(stop > start)
     gamma, scale = settings.energy_exponent, settings.energy_scale
-    for carrier_mass, carrier_h in carriers:
-        for k in range(-settings.max_h_shift, settings.max_h_shift + 1):
-            ions = fragments.masses + carrier_mass + k * H_MASS
-            start = np.searchsorted(ions, lo_mz, "left")
-            stop = np.searchsorted(ions, hi_mz, "right")
-            for p in np.flatnonzero(stop > start):
-                rows = np.arange(start[p], stop[p])
-                depth = fragments.depth[rows]
-                ok = (frag_h[rows] + carrier_h + k >= 0) & (depth > 0)
-                if settings.h_shift_by_depth:
-                    ok &= depth >= abs(k)
-                rows = rows[ok]
-                if len(rows) == 0:
-                    continue
-                energy = fragments.energy[rows] + abs(k) * settings.h_shift_energy
-                if settings.radical_energy:
-                    energy = energy + np.where((frag_parity[rows] + carrier_h + k) % 2 == 1, 0.0,
-                                               settings.radical_energy)
-                factor = np.ones(len(rows))
-                tree_ok = np.zeros(len(rows), bool)
-                if peak_tree[p] is not None:
-                    ion = fragments.counts[rows].copy()
-                    ion[:, _H] += carrier_h + k
-                    tree_ok = (ion == peak_tree[p]).all(axis=1)
-                    factor = np.where(tree_ok, 1.0 + settings.tree_bonus, 1.0)
-                value = weight[p] * factor / (1.0 + energy / scale) ** gamma
-                i = int(np.argmax(value))
-                if value[i] > best[p]:
-                    best[p] = value[i]
-                    best_match[p] = (int(rows[i]), k, carrier_h, float(energy[i]), bool(tree_ok[i]))
-                tree_hit[p] |= bool(tree_ok.any())
+    best = np.zeros(len(mz))
+    if len(hit):   # cheapest ion per peak: one reduceat over the (start, stop) pairs of the sorted ion table
+        bounds = np.column_stack([start[hit], stop[hit]]).ravel()
+        e_min = np.minimum.reduceat(ions.energy, bounds)[::2]
+        best[hit] = weight[hit] / (1.0 + e_min / scale) ** gamma
+    peak_tree = _peak_trees(mz, tol, tree_formulas)
+    n_tree = sum(t is not None for t in peak_tree)
+    tree_hit = np.zeros(len(mz), bool)
+    tree_best = np.zeros(len(mz))
+    for p in hit:
+        if peak_tree[p] is None:
+            continue
+        sl = slice(start[p], stop[p])
+        ion = fragments.counts[ions.row[sl]].copy()
+        ion[:, _H] += ions.h_added[sl]
+        same = (ion == peak_tree[p]).all(axis=1)
+        if same.any():
+            tree_hit[p] = True
+            e = ions.energy[sl][same].min()
+            tree_best[p] = (1.0 + settings.tree_bonus) * weight[p] / (1.0 + e / scale) ** gamma
+    use_tree = tree_best > best
+    best = np.maximum(best, tree_best)
     matched = best > 0
-    matches = []
-    for p in np.flatnonzero(matched):
-        row, k, carrier_h, energy, in_tree = best_match[p]
-        ion = fragments.counts[row].copy()
-        ion[_H] += carrier_h + k
-        matches.append(PeakMatch(float(mz[p]), float(rel[p]), format_formula(ion, sign), row, k,
-                                 int(fragments.n_broken[row]), energy, in_tree, float(best[p])))
+    matches: list[PeakMatch] = []
+    if details:
+        for p in np.flatnonzero(matched):
+            sl = np.arange(start[p], stop[p])
+            if use_tree[p]:
+                ion = fragments.counts[ions.row[sl]].copy()
+                ion[:, _H] += ions.h_added[sl]
+                sl = sl[(ion == peak_tree[p]).all(axis=1)]
+            i = int(sl[np.argmin(ions.energy[sl])])
+            row = int(ions.row[i])
+            ion = fragments.counts[row].copy()
+            ion[_H] += ions.h_added[i]
+            in_tree = peak_tree[p] is not None and bool((ion == peak_tree[p]).all())
+            matches.append(PeakMatch(float(mz[p]), float(rel[p]), format_formula(ion, sign), row, int(ions.shift[i]),
+                                     int(fragments.n_broken[row]), float(ions.energy[i]), in_tree, float(best[p])))
     norm = (1.0 + settings.tree_bonus) if n_tree else 1.0
     return FragScore(
         score=float(best.sum() / (norm * weight.sum())),
@@ -518,16 +563,18 @@ def query_trees(query: Query, candidates: Sequence[Candidate], ppm: float | None
 
 def fragmenter_details(query: Query, candidates: Sequence[Candidate], *,
                        settings: FragmenterSettings = DEFAULT_SETTINGS,
-                       trees: Mapping[tuple[str, str], Mapping[float, str]] | None = None) -> list[FragScore]:
+                       trees: Mapping[tuple[str, str], Mapping[float, str]] | None = None,
+                       details: bool = True) -> list[FragScore]:
     """:class:`FragScore` of every candidate against the query (its own adduct hypothesis each);
-    ``trees``: (formula, adduct) -> tree formulas (:func:`query_trees`), None for no tree evidence."""
+    ``trees``: (formula, adduct) -> tree formulas (:func:`query_trees`), None for no tree evidence;
+    ``details``: with the matched peaks (:attr:`FragScore.matches`)."""
     out = []
     for c in candidates:
         frags = fragment_candidate(c.smiles, max_depth=settings.max_depth, max_fragments=settings.max_fragments,
                                    max_heavy_atoms=settings.max_heavy_atoms)
         tf = (trees or {}).get((c.formula, c.adduct)) or None
         out.append(score_spectrum(frags, query.mz, query.intensities, float(query.precursor_mz), c.adduct,
-                                  tree_formulas=tf, settings=settings))
+                                  tree_formulas=tf, settings=settings, details=details))
     return out
 
 
@@ -537,7 +584,7 @@ def fragmenter_features(query: Query, candidates: Sequence[Candidate], *,
     """(len(candidates), len(:data:`FRAGMENTER_FEATURES`)) evidence: score, explained intensity, matched
     peaks, tree formulas reproduced (0 without a tree)."""
     X = np.zeros((len(candidates), len(FRAGMENTER_FEATURES)))
-    for i, s in enumerate(fragmenter_details(query, candidates, settings=settings, trees=trees)):
+    for i, s in enumerate(fragmenter_details(query, candidates, settings=settings, trees=trees, details=False)):
         X[i] = (s.score, s.explained_intensity, s.n_matched, s.tree_agreement or 0.0)
     return X
 
