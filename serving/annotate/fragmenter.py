@@ -179,6 +179,7 @@ class FragScore:
     tree_agreement: float | None      # share of the tree's fragment formulas reproduced (None: no tree)
     matches: tuple[PeakMatch, ...] = ()
     reason: str | None = None
+    precursor_ppm: float | None = None  # precursor m/z vs the molecule in the adduct ([M+Na]+ ...), ppm
 
     @classmethod
     def zero(cls, reason: str, n_peaks: int = 0) -> "FragScore":
@@ -372,14 +373,15 @@ def fragment_candidate(smiles_or_mol: Any, *, max_depth: int = DEFAULT_SETTINGS.
 
 # --------------------------------------------------------------------------- matching and scoring
 
-def _carriers(adduct: str) -> tuple[int, tuple[tuple[float, int], ...]]:
-    """(charge sign, ((mass added to a neutral fragment, hydrogens added), ...)) of an adduct's mode."""
+def _carriers(adduct: str) -> tuple[int, tuple[tuple[float, int], ...], float]:
+    """(charge sign, ((mass added to a neutral fragment, hydrogens added), ...), the adduct's mass shift)
+    of a singly charged adduct; fragments carry a proton or lose/gain an electron whatever the adduct."""
     from speclake.pipelines.features.formula import singly_charged_adduct
 
     add = singly_charged_adduct(adduct)
     if add.charge > 0:
-        return 1, ((PROTON_MASS, 1), (-ELECTRON_MASS, 0))
-    return -1, ((-PROTON_MASS, -1), (ELECTRON_MASS, 0))
+        return 1, ((PROTON_MASS, 1), (-ELECTRON_MASS, 0)), add.mass_shift
+    return -1, ((-PROTON_MASS, -1), (ELECTRON_MASS, 0)), add.mass_shift
 
 
 @dataclass(frozen=True)
@@ -461,7 +463,7 @@ def score_spectrum(fragments: FragmentSet, mzs: Sequence[float], intensities: Se
     if fragments.error:
         return FragScore.zero(fragments.error)
     try:
-        sign, carriers = _carriers(adduct)
+        sign, carriers, adduct_shift = _carriers(adduct)
     except ValueError as err:
         return FragScore.zero(f"adduct {adduct!r}: {err}")
     mz = np.asarray(mzs, np.float64).ravel()
@@ -470,6 +472,7 @@ def score_spectrum(fragments: FragmentSet, mzs: Sequence[float], intensities: Se
         return FragScore.zero(f"{len(mz)} m/z values but {len(inten)} intensities")
     if not (precursor_mz and math.isfinite(precursor_mz) and precursor_mz > 0):
         return FragScore.zero(f"invalid precursor m/z {precursor_mz!r}")
+    theory = fragments.mass + adduct_shift      # singly charged monomer: m/z of the molecule's ion
     ok = np.isfinite(mz) & np.isfinite(inten) & (inten > 0) & (mz > 0)
     prec_tol = max(precursor_mz * ppm * 1e-6, abs_tol)
     ok &= mz < precursor_mz - prec_tol           # the precursor (and anything above) is not a fragment
@@ -538,6 +541,7 @@ def score_spectrum(fragments: FragmentSet, mzs: Sequence[float], intensities: Se
         n_peaks=len(mz),
         tree_agreement=float(tree_hit.sum() / n_tree) if n_tree else None,
         matches=tuple(matches),
+        precursor_ppm=float((precursor_mz - theory) / theory * 1e6),
     )
 
 

@@ -117,6 +117,20 @@ def test_negative_mode_benzoic_acid_loses_co2():
     assert pos.n_matched == 0
 
 
+def test_sodiated_precursor_only_the_molecule_carries_sodium():
+    """Under [M+Na]+ the whole molecule carries the sodium (the precursor m/z of acetophenone + Na+ gives a
+    0 ppm precursor error) while fragments still carry a proton or lose an electron: the benzoyl cation
+    C7H5O+ is explained, a sodiated benzoyl (C7H5NaO+) is not; under [M+H]+ the same precursor is off."""
+    na = ELEMENT_MASSES["Na"]
+    prec = 8 * C + 8 * H + O + na - ELECTRON_MASS
+    fs = fragment_candidate(ACETOPHENONE)
+    sodiated_benzoyl = 7 * C + 5 * H + O + na - ELECTRON_MASS
+    s = score_spectrum(fs, [105.0335, sodiated_benzoyl], [100.0, 50.0], prec, "[M+Na]+")
+    assert s.precursor_ppm == pytest.approx(0.0, abs=0.01)
+    assert [m.ion_formula for m in s.matches] == ["C7H5O+"]
+    assert abs(score_spectrum(fs, [105.0335], [100.0], prec, "[M+H]+").precursor_ppm) > 1000
+
+
 def test_massbank_annotations_reproduced_for_the_true_structure(sample_records):
     """On the sample's MS2 records with PK$ANNOTATION (Eawag, both ion modes), at least 70% of the
     fragment formulas MassBank annotated are the ion formula of one of the true structure's fragments
