@@ -37,6 +37,7 @@ th{background:#f4f4f4}table.sortable th{cursor:pointer;user-select:none;white-sp
 th.asc::after{content:" \\25B2"}th.desc::after{content:" \\25BC"}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 #annotations{font-size:13px}#annotations tr:hover td{background:#f6faff}.wrap{max-height:70vh;overflow:auto}
+#annotations td{white-space:nowrap;overflow:hidden;text-overflow:ellipsis;max-width:16em}
 .controls{display:flex;gap:16px;align-items:center;margin:6px 0}.controls input[type=search]{width:260px}
 .detail{border:1px solid #ddd;border-radius:6px;padding:10px;margin:12px 0;display:grid;
 grid-template-columns:minmax(0,660px) 270px;gap:8px 16px}.detail .full{grid-column:1/3}
@@ -111,8 +112,8 @@ def _cell(value: Any, kind: str, link: str | None = None) -> str:
     text = esc(_fmt(value, kind))
     if link and text:
         text = f'<a href="#{esc(link)}">{text}</a>'
-    if kind == "text" or kind == "file":
-        title = f' title="{esc(value)}"' if kind == "file" else ""
+    if kind == "text" or kind == "file":  # long texts are cut by the CSS: the full one is the tooltip
+        title = f' title="{esc(value)}"' if kind == "file" or len(str(value or "")) > 24 else ""
         return f"<td{title}>{text}</td>"
     data = "" if value is None else esc(value)
     return f'<td class="n" data-v="{data}">{text}</td>'

@@ -23,6 +23,11 @@ def esc(value: object) -> str:
     return "" if value is None else html.escape(str(value), quote=True)
 
 
+def clip_text(text: str, limit: int = 72) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis (SVG text does not wrap)."""
+    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+
+
 def match_peaks(query_mz: Sequence[float], query_int: Sequence[float], library_mz: Sequence[float],
                 library_int: Sequence[float], tolerance_da: float) -> list[tuple[int, int]]:
     """One-to-one pairs (query peak, library peak) within ``tolerance_da``, as the cosine score pairs them:
@@ -150,9 +155,9 @@ def mirror_plot_svg(query: Peaks, library: Peaks | None, *, tolerance_da: float 
         parts.append(f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{axis_y:.1f}" y2="{axis_y + 4:.1f}" stroke="#333"/>'
                      f'<text class="ax" x="{x(t):.1f}" y="{axis_y + 15:.1f}" text-anchor="middle">{t:g}</text>')
     parts.append(f'<text class="ax" x="{left + plot_w:.1f}" y="{axis_y + 28:.1f}" text-anchor="end">m/z</text>'
-                 f'<text class="who" x="{left}" y="12">&#9650; {esc(query.label)} '
+                 f'<text class="who" x="{left}" y="12">&#9650; {esc(clip_text(query.label))} '
                  f'({len(query.mz)} peaks, {len(q_matched)} matched)</text>'
-                 + (f'<text class="who" x="{left}" y="{height - 4}">&#9660; {esc(lib.label)} '
+                 + (f'<text class="who" x="{left}" y="{height - 4}">&#9660; {esc(clip_text(lib.label))} '
                     f'({len(lib.mz)} peaks, {len(l_matched)} matched)</text>' if library is not None else ""))
     parts.append("</svg>")
     return "".join(parts)
@@ -187,7 +192,7 @@ def attribution_svg(mz: Sequence[float], attributions: Sequence[float], *, label
     parts = [f'<svg class="attribution" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
              f'width="{width}" height="{height}" role="img" aria-label="{esc("per-peak attributions " + label)}">',
              f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fff" stroke="#ccc"/>',
-             f'<text class="who" x="{left}" y="12">{esc(label)}</text>',
+             f'<text class="who" x="{left}" y="12">{esc(clip_text(label, 96))}</text>',
              f'<text class="ax" x="{left - 4}" y="{top + 8}" text-anchor="end">+{scale:.2g}</text>',
              f'<text class="ax" x="{left - 4}" y="{top + plot_h}" text-anchor="end">&#8722;{scale:.2g}</text>',
              f'<text class="ax" x="{left - 4}" y="{mid + 3:.1f}" text-anchor="end">0</text>']
@@ -277,5 +282,5 @@ def tree_formulas(tree, mz: Sequence[float], tolerance_da: float = 1e-6) -> dict
     return out
 
 
-__all__ = ["Peaks", "attribution_svg", "esc", "label_peaks", "mz_range", "match_peaks", "mirror_plot_svg", "nice_ticks",
-           "structure_svg", "tree_formulas", "tree_html"]
+__all__ = ["Peaks", "attribution_svg", "clip_text", "esc", "label_peaks", "match_peaks", "mirror_plot_svg", "mz_range",
+           "nice_ticks", "structure_svg", "tree_formulas", "tree_html"]

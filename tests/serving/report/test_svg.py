@@ -75,6 +75,11 @@ def test_text_is_escaped_in_svg_and_html():
     assert not list(root.iter(f"{SVG}script")) and not list(root.iter("script"))
     assert evil in "".join(root.itertext()), "the label is shown verbatim as text"
     assert evil in root.get("aria-label")
+    long = "library X " + "y" * 200
+    clipped = ET.fromstring(mirror_plot_svg(Peaks.of([100.0], [1.0], "q"), Peaks.of([100.0], [1.0], long)))
+    who = [t for t in clipped.iter(f"{SVG}text") if t.get("class") == "who"][1].text
+    assert len(who) < 100 and "\u2026" in who, "a long label is cut in the plot ..."
+    assert long in clipped.get("aria-label"), "... and whole in the accessible label"
 
 
 def test_axis_ticks_and_labels_do_not_overlap():
