@@ -142,7 +142,7 @@ def pick_isomer(query: dict, pool: list[str], rule: str) -> str | None:
 
 
 def time_candidate_list(query: dict, pool: list[str], n: int = 100) -> dict:
-    """CPU seconds of :func:`fragmenter_features` for one query and up to ``n`` candidates of the pool (its
+    """CPU seconds of :meth:`Fragmenter.features` for one query and up to ``n`` candidates of the pool (its
     same-heavy-atom structures plus the true one): cold (empty fragment cache) and warm (cached)."""
     from speclake.serving.annotate import fragmenter as F
     from speclake.serving.annotate.model import Candidate, Query
@@ -153,14 +153,14 @@ def time_candidate_list(query: dict, pool: list[str], n: int = 100) -> dict:
     q = Query(query_id=query["accession"], source_file="massbank", record_locator=query["accession"],
               precursor_mz=query["precursor_mz"], ionmode="positive" if query["adduct"].endswith("+") else "negative",
               mz=query["mz"], intensities=query["intensities"] / query["intensities"].max())
-    F._CACHE.d.clear()
+    fragmenter = F.Fragmenter()
     t = time.process_time()
-    F.fragmenter_features(q, cands)
+    fragmenter.features(q, cands)
     cold = time.process_time() - t
     t = time.process_time()
-    F.fragmenter_features(q, cands)
+    fragmenter.features(q, cands)
     return {"candidates": len(cands), "cold_cpu_s": cold, "warm_cpu_s": time.process_time() - t,
-            "fragments_mean": float(np.mean([len(F.fragment_candidate(s)) for s in smiles]))}
+            "fragments_mean": float(np.mean([len(fragmenter.fragments(s)) for s in smiles]))}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,8 +34,9 @@ cached; ``benchmarks/fragmenter_check.py``).
 
 **Evidence** for the ranker: :func:`fragmenter_features` gives the columns :data:`FRAGMENTER_FEATURES`
 per candidate (score, explained intensity, matched peaks, tree formulas reproduced), e.g.
-``fragmenter_features(query, cands, trees=query_trees(query, cands))``; :func:`fragmenter_scores` the
-score alone; :func:`fragmenter_details` the :class:`FragScore` objects with the matched peaks.
+``Fragmenter().features(query, cands, trees=query_trees(query, cands))`` (hold one :class:`Fragmenter`:
+it owns the fragment cache); :meth:`Fragmenter.scores` the score alone; :meth:`Fragmenter.details` the
+:class:`FragScore` objects with the matched peaks (module functions of the same names for one-offs).
 """
 from __future__ import annotations
 
@@ -329,45 +330,53 @@ def _fragment(mol: Any, smiles: str, max_depth: int, max_fragments: int, max_hea
                        energy[order], n_broken[order], depth[order], tuple(masks[i] for i in order))
 
 
-class _LRU:
-    """A small LRU of fragment sets keyed by (SMILES, settings)."""
+class FragmentCache:
+    """LRU of fragment sets per (SMILES, fragmentation settings): a SMILES as given and its canonical form
+    both point at one set, so another spelling of a cached structure is not fragmented again."""
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int = 20_000) -> None:
         self.maxsize = maxsize
-        self.d: OrderedDict[tuple, FragmentSet] = OrderedDict()
+        self._d: OrderedDict[tuple, FragmentSet] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._d)
 
     def get(self, key: tuple) -> FragmentSet | None:
-        hit = self.d.get(key)
+        hit = self._d.get(key)
         if hit is not None:
-            self.d.move_to_end(key)
+            self._d.move_to_end(key)
         return hit
 
     def put(self, key: tuple, value: FragmentSet) -> None:
-        self.d[key] = value
-        if len(self.d) > self.maxsize:
-            self.d.popitem(last=False)
-
-
-_CACHE = _LRU(20_000)
+        self._d[key] = value
+        while len(self._d) > self.maxsize:
+            self._d.popitem(last=False)
 
 
 def fragment_candidate(smiles_or_mol: Any, *, max_depth: int = DEFAULT_SETTINGS.max_depth,
                        max_fragments: int = DEFAULT_SETTINGS.max_fragments,
-                       max_heavy_atoms: int = DEFAULT_SETTINGS.max_heavy_atoms) -> FragmentSet:
-    """Fragments of one structure (SMILES or RDKit Mol), cached per SMILES; never raises for bad input
-    (see :attr:`FragmentSet.error`)."""
+                       max_heavy_atoms: int = DEFAULT_SETTINGS.max_heavy_atoms,
+                       cache: FragmentCache | None = None) -> FragmentSet:
+    """Fragments of one structure (SMILES or RDKit Mol); ``cache`` keeps them per SMILES (as given and
+    canonical). Never raises for bad input (see :attr:`FragmentSet.error`)."""
     if max_depth < 0:
         raise ValueError(f"max_depth must be >= 0, got {max_depth}")
-    key = (smiles_or_mol, max_depth, max_fragments, max_heavy_atoms) if isinstance(smiles_or_mol, str) else None
-    if key is not None and (hit := _CACHE.get(key)) is not None:
+    opts = (max_depth, max_fragments, max_heavy_atoms)
+    given = (smiles_or_mol, *opts) if isinstance(smiles_or_mol, str) and cache is not None else None
+    if given is not None and (hit := cache.get(given)) is not None:
         return hit
     parsed = _molecule(smiles_or_mol)
     if isinstance(parsed, str):
         out = FragmentSet.failed(smiles_or_mol if isinstance(smiles_or_mol, str) else "", parsed)
     else:
-        out = _fragment(parsed[0], parsed[1], max_depth, max_fragments, max_heavy_atoms)
-    if key is not None:
-        _CACHE.put(key, out)
+        canonical = (parsed[1], *opts)
+        out = cache.get(canonical) if cache is not None else None
+        if out is None:
+            out = _fragment(parsed[0], parsed[1], max_depth, max_fragments, max_heavy_atoms)
+            if cache is not None:
+                cache.put(canonical, out)
+    if given is not None:
+        cache.put(given, out)
     return out
 
 
@@ -572,36 +581,58 @@ def query_trees(query: Query, candidates: Sequence[Candidate], ppm: float | None
     return out
 
 
-def fragmenter_details(query: Query, candidates: Sequence[Candidate], *,
-                       settings: FragmenterSettings = DEFAULT_SETTINGS,
+class Fragmenter:
+    """Scores candidate lists with one settings object and one fragment cache (hold one per annotator)."""
+
+    def __init__(self, settings: FragmenterSettings = DEFAULT_SETTINGS, cache_size: int = 20_000) -> None:
+        self.settings = settings
+        self.cache = FragmentCache(cache_size)
+
+    def fragments(self, smiles: str) -> FragmentSet:
+        """The cached fragment set of one structure under this fragmenter's settings."""
+        st = self.settings
+        return fragment_candidate(smiles, max_depth=st.max_depth, max_fragments=st.max_fragments,
+                                  max_heavy_atoms=st.max_heavy_atoms, cache=self.cache)
+
+    def details(self, query: Query, candidates: Sequence[Candidate], *,
+                trees: Mapping[tuple[str, str], Mapping[float, str]] | None = None,
+                details: bool = True) -> list[FragScore]:
+        """:class:`FragScore` of every candidate against the query (its own adduct hypothesis each);
+        ``trees``: (formula, adduct) -> tree formulas (:func:`query_trees`), None for no tree evidence;
+        ``details``: with the matched peaks (:attr:`FragScore.matches`)."""
+        return [score_spectrum(self.fragments(c.smiles), query.mz, query.intensities, float(query.precursor_mz),
+                               c.adduct, tree_formulas=(trees or {}).get((c.formula, c.adduct)) or None,
+                               settings=self.settings, details=details) for c in candidates]
+
+    def features(self, query: Query, candidates: Sequence[Candidate], *,
+                 trees: Mapping[tuple[str, str], Mapping[float, str]] | None = None) -> np.ndarray:
+        """(len(candidates), len(:data:`FRAGMENTER_FEATURES`)) evidence: score, explained intensity, matched
+        peaks, tree formulas reproduced (0 without a tree)."""
+        X = np.zeros((len(candidates), len(FRAGMENTER_FEATURES)))
+        for i, s in enumerate(self.details(query, candidates, trees=trees, details=False)):
+            X[i] = (s.score, s.explained_intensity, s.n_matched, s.tree_agreement or 0.0)
+        return X
+
+    def scores(self, query: Query, candidates: Sequence[Candidate], *,
+               trees: Mapping[tuple[str, str], Mapping[float, str]] | None = None) -> np.ndarray:
+        """One MetFrag-style score per candidate (0 for a structure that cannot be fragmented)."""
+        return self.features(query, candidates, trees=trees)[:, 0]
+
+
+def fragmenter_details(query: Query, candidates: Sequence[Candidate], *, fragmenter: Fragmenter | None = None,
                        trees: Mapping[tuple[str, str], Mapping[float, str]] | None = None,
                        details: bool = True) -> list[FragScore]:
-    """:class:`FragScore` of every candidate against the query (its own adduct hypothesis each);
-    ``trees``: (formula, adduct) -> tree formulas (:func:`query_trees`), None for no tree evidence;
-    ``details``: with the matched peaks (:attr:`FragScore.matches`)."""
-    out = []
-    for c in candidates:
-        frags = fragment_candidate(c.smiles, max_depth=settings.max_depth, max_fragments=settings.max_fragments,
-                                   max_heavy_atoms=settings.max_heavy_atoms)
-        tf = (trees or {}).get((c.formula, c.adduct)) or None
-        out.append(score_spectrum(frags, query.mz, query.intensities, float(query.precursor_mz), c.adduct,
-                                  tree_formulas=tf, settings=settings, details=details))
-    return out
+    """:meth:`Fragmenter.details` (a fresh default :class:`Fragmenter` when none is given)."""
+    return (fragmenter or Fragmenter()).details(query, candidates, trees=trees, details=details)
 
 
-def fragmenter_features(query: Query, candidates: Sequence[Candidate], *,
-                        settings: FragmenterSettings = DEFAULT_SETTINGS,
+def fragmenter_features(query: Query, candidates: Sequence[Candidate], *, fragmenter: Fragmenter | None = None,
                         trees: Mapping[tuple[str, str], Mapping[float, str]] | None = None) -> np.ndarray:
-    """(len(candidates), len(:data:`FRAGMENTER_FEATURES`)) evidence: score, explained intensity, matched
-    peaks, tree formulas reproduced (0 without a tree)."""
-    X = np.zeros((len(candidates), len(FRAGMENTER_FEATURES)))
-    for i, s in enumerate(fragmenter_details(query, candidates, settings=settings, trees=trees, details=False)):
-        X[i] = (s.score, s.explained_intensity, s.n_matched, s.tree_agreement or 0.0)
-    return X
+    """:meth:`Fragmenter.features` (a fresh default :class:`Fragmenter` when none is given)."""
+    return (fragmenter or Fragmenter()).features(query, candidates, trees=trees)
 
 
-def fragmenter_scores(query: Query, candidates: Sequence[Candidate], *,
-                      settings: FragmenterSettings = DEFAULT_SETTINGS,
+def fragmenter_scores(query: Query, candidates: Sequence[Candidate], *, fragmenter: Fragmenter | None = None,
                       trees: Mapping[tuple[str, str], Mapping[float, str]] | None = None) -> np.ndarray:
-    """One MetFrag-style score per candidate (0 for a structure that cannot be fragmented)."""
-    return fragmenter_features(query, candidates, settings=settings, trees=trees)[:, 0]
+    """:meth:`Fragmenter.scores` (a fresh default :class:`Fragmenter` when none is given)."""
+    return (fragmenter or Fragmenter()).scores(query, candidates, trees=trees)

@@ -13,6 +13,8 @@ from speclake.pipelines.features.formula import normalize_formula
 from speclake.pipelines.normalize.masses import ELECTRON_MASS, ELEMENT_MASSES
 from speclake.serving.annotate.fragmenter import (
     FRAGMENTER_FEATURES,
+    FragmentCache,
+    Fragmenter,
     FragmenterSettings,
     fragment_candidate,
     fragmenter_details,
@@ -68,7 +70,11 @@ def test_acetophenone_fragments_by_hand():
     assert np.all(np.diff(fs.masses) >= 0), "fragments are sorted by mass"
     ring_pieces = [i for i in by_formula["C2H2"]]     # two adjacent ring CH atoms cut out of the ring
     assert ring_pieces and all(fs.n_broken[i] == 2 for i in ring_pieces)
-    assert fragment_candidate(ACETOPHENONE) is fs, "a second call is served from the cache"
+    cache = FragmentCache()
+    cached = fragment_candidate(ACETOPHENONE, cache=cache)
+    assert fragment_candidate(ACETOPHENONE, cache=cache) is cached, "a second call is served from the cache"
+    assert fragment_candidate("c1ccccc1C(C)=O", cache=cache) is cached, "another spelling: the canonical entry"
+    assert np.array_equal(cached.masses, fs.masses)
 
 
 def test_acetophenone_spectrum_explained_by_benzoyl_and_phenyl_cations():
@@ -136,13 +142,14 @@ def test_massbank_annotations_reproduced_for_the_true_structure(sample_records):
     fragment formulas MassBank annotated are the ion formula of one of the true structure's fragments
     (measured: 78%, 1,238 of 1,580), in each ion mode at least 60%."""
     per_mode: dict[str, list[int]] = {}
+    cache = FragmentCache()
     for r in sample_records:
         ann = {a[0]: normalize_formula(a[1]) for a in r.get("peak_annotations") or ()
                if a[0] < r["precursor_mz"] - 0.01}
         if not ann:
             continue
-        s = score_spectrum(fragment_candidate(r["smiles"]), r["mz"], r["intensities"], r["precursor_mz"],
-                           r["adduct"], tree_formulas=ann)
+        s = score_spectrum(fragment_candidate(r["smiles"], cache=cache), r["mz"], r["intensities"],
+                           r["precursor_mz"], r["adduct"], tree_formulas=ann)
         tally = per_mode.setdefault(r["adduct"], [0, 0])
         tally[0] += round((s.tree_agreement or 0.0) * len(ann))
         tally[1] += len(ann)
@@ -209,16 +216,23 @@ def _candidate(smiles: str, adduct: str = "[M+H]+") -> Candidate:
 
 
 def test_evidence_columns_one_row_per_candidate(sample_records):
-    """fragmenter_features gives one row per candidate in FRAGMENTER_FEATURES order, equal to the
-    candidate's FragScore; fragmenter_scores is its first column; an unparsable candidate scores 0 beside
-    the others and an empty list gives an empty matrix."""
+    """Fragmenter.features gives one row per candidate in FRAGMENTER_FEATURES order, equal to the
+    candidate's FragScore; scores is its first column; an unparsable candidate scores 0 beside the others,
+    an empty list gives an empty matrix, and the fragmenter's cache holds each structure once."""
     r = next(r for r in sample_records if r["adduct"] == "[M+H]+" and len(r["mz"]) >= 8)
     q = Query(query_id="q1", source_file="sample", record_locator="1", precursor_mz=r["precursor_mz"],
               ionmode="positive", mz=r["mz"], intensities=r["intensities"] / r["intensities"].max())
     cands = [_candidate(r["smiles"]), _candidate("not a smiles"), _candidate(ACETOPHENONE)]
-    X = fragmenter_features(q, cands)
+    fragmenter = Fragmenter()
+    X = fragmenter.features(q, cands)
     assert X.shape == (3, len(FRAGMENTER_FEATURES))
-    details = fragmenter_details(q, cands)
+    details = fragmenter.details(q, cands)
+    from rdkit import Chem
+
+    keys = {c.smiles for c in cands} | {Chem.CanonSmiles(c.smiles) for c in cands if c.smiles != "not a smiles"}
+    assert len(fragmenter.cache) == len(keys), "each SMILES as given and canonical, once"
+    np.testing.assert_array_equal(fragmenter_features(q, cands), X)
+    assert [d.score for d in fragmenter_details(q, cands)] == [d.score for d in details]
     for row, d in zip(X, details):
         assert tuple(row) == (d.score, d.explained_intensity, d.n_matched, d.tree_agreement or 0.0)
     assert X[0, 0] > 0 and X[1].tolist() == [0.0, 0.0, 0.0, 0.0] and "unparsable" in details[1].reason
