@@ -343,6 +343,9 @@ class RayClusterSettings(BaseModel):
     gpus_per_node: int = Field(0, ge=0)
     object_store_mb: int = Field(200, ge=75, description="object store of each node (MiB)")
     drain_seconds: float = Field(0.0, ge=0, description="how long a stopping node drains (Ray's default 30 s)")
+    #: Ray's memory monitor kills workers when the *machine's* memory use passes 95%: on a shared machine
+    #: other programs' memory would fail this cluster's jobs, so it is off unless asked for.
+    memory_monitor: bool = False
 
 
 def _ray_node_ports() -> list[str]:
@@ -372,6 +375,7 @@ class RayLocalCluster:
         self.port = free_port()
         self.token_file = self.temp_dir / "auth_token"
         self.daemons: list[_Daemon] = []
+        self.nodes: list[dict[str, Any]] = []  # ray.nodes() entries once started
 
     @property
     def address(self) -> str:
@@ -404,6 +408,8 @@ class RayLocalCluster:
         # a loaded machine registers a raylet slowly: Ray's default 10 s wait would fail the node start
         env = {**os.environ, **self.env(), "RAY_USAGE_STATS_ENABLED": "0", "RAY_raylet_start_wait_time_s": "120",
                "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": str(self.settings.drain_seconds)}
+        if not self.settings.memory_monitor:
+            env["RAY_memory_monitor_refresh_ms"] = "0"
         env.pop("RAY_ADDRESS", None)
         try:
             self.daemons.append(_Daemon("ray head", self._node_cmd(True), self.temp_dir / "head.log", env))
@@ -412,7 +418,7 @@ class RayLocalCluster:
                        f"Ray head on port {self.port}", alive=self._died)
             for i in range(1, self.settings.nodes):
                 self.daemons.append(_Daemon(f"ray node {i}", self._node_cmd(False), self.temp_dir / f"node-{i}.log", env))
-            self.wait_for_nodes(self.settings.nodes, timeout)
+            self.nodes = self.wait_for_nodes(self.settings.nodes, timeout)
         except BaseException:
             self.stop()
             raise

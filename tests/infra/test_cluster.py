@@ -94,6 +94,8 @@ def _test_config(tmp_path: Path, spark: SparkStandalone, ray_cluster: RayLocalCl
 
 
 @pytest.mark.cluster
+@pytest.mark.spark
+@pytest.mark.ray
 def test_ingest_training_and_annotation_run_on_spark_standalone_and_a_two_node_ray(tmp_path, monkeypatch):
     """Start a Spark master + worker and a Ray head + second node as separate processes; through the cluster
     config: ingest the GNPS sample on Spark (the app registered with the master, its executor on the worker),
@@ -105,7 +107,6 @@ def test_ingest_training_and_annotation_run_on_spark_standalone_and_a_two_node_r
         free_port()
     except OSError as exc:
         pytest.skip(f"no free local TCP port for the cluster daemons: {exc}")
-    from speclake.infra.cluster import load_cluster_config as load
     from speclake.lake.sql import connect
     from speclake.pipelines.ingest import IngestSettings, run_ingest
     from speclake.serving.annotate.job import AnnotateSettings, annotate_study
@@ -114,7 +115,7 @@ def test_ingest_training_and_annotation_run_on_spark_standalone_and_a_two_node_r
 
     timings: dict[str, float] = {}
     spark = SparkStandalone(tmp_path / "spark", SparkStandaloneSettings(cores=2, memory="1g"))
-    ray_cluster = RayLocalCluster(settings=RayClusterSettings(nodes=2, cpus_per_node=1))
+    ray_cluster = RayLocalCluster(settings=RayClusterSettings(nodes=2, cpus_per_node=2))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     for key, value in ray_cluster.env().items():
         monkeypatch.setenv(key, value)
@@ -123,9 +124,9 @@ def test_ingest_training_and_annotation_run_on_spark_standalone_and_a_two_node_r
             started = [pool.submit(spark.start, STEP_TIMEOUT["start"]), pool.submit(ray_cluster.start, STEP_TIMEOUT["start"])]
             for f in started:
                 f.result()
-        nodes = ray_cluster.wait_for_nodes(2, 30)
+        nodes = ray_cluster.nodes
         assert len({n["NodeID"] for n in nodes}) == 2, "two Ray nodes (head + one more), each a separate raylet"
-        cfg = load(_test_config(tmp_path, spark, ray_cluster))
+        cfg = load_cluster_config(_test_config(tmp_path, spark, ray_cluster))
         assert cfg.engines.spark_master == spark.master_url and cfg.engines.ray_address == ray_cluster.address
 
         # -- ingest on the Spark standalone cluster ------------------------------------------------------
@@ -180,6 +181,7 @@ def test_ingest_training_and_annotation_run_on_spark_standalone_and_a_two_node_r
             spark.stop()
         log.info("cluster test timings (s): %s", timings)
     assert spark.pids() == [] and ray_cluster.pids() == [], "no process of either cluster is left"
+    assert not ray_cluster.temp_dir.exists(), "the Ray cluster's temp folder is removed after a clean stop"
 
 
 def test_a_cluster_daemon_that_dies_is_reported_with_its_log(tmp_path):
