@@ -106,8 +106,10 @@ def propose_for_query(model: DenovoModel, query, settings: DenovoSettings, paren
 
 def parent_point(model: DenovoModel, near: str):
     """The parent's latent mean (ValueError when the model's alphabet cannot spell it or RDKit cannot read it)."""
+    import numpy as np
+
     point = model.encode([near])[0]
-    if point != point:  # NaN
+    if np.isnan(point).any():
         raise ValueError(f"--near {near!r}: RDKit cannot read it or model {model.model_id}'s SELFIES alphabet "
                          f"cannot spell it (at most {model.vocab.max_len} tokens)")
     return point
