@@ -77,6 +77,19 @@ def test_acetophenone_fragments_by_hand():
     assert np.array_equal(cached.masses, fs.masses)
 
 
+def test_depth_and_size_limits():
+    """Depth-1 fragments are a subset of the depth-2 ones (same atom sets); the fragment cap stops the
+    expansion early and a structure above max_heavy_atoms is cleaved once only; every set keeps the whole
+    molecule (caffeine, 14 heavy atoms, two fused rings)."""
+    caffeine = "Cn1cnc2c1c(=O)n(C)c(=O)n2C"
+    d1, d2 = fragment_candidate(caffeine, max_depth=1), fragment_candidate(caffeine, max_depth=2)
+    assert set(d1.atoms) < set(d2.atoms) and d1.depth.max() == 1 and d2.depth.max() == 2
+    capped = fragment_candidate(caffeine, max_fragments=20)
+    assert len(capped) < len(d2) and 0 in capped.depth
+    big = fragment_candidate(caffeine, max_heavy_atoms=10)
+    assert set(big.atoms) == set(d1.atoms)
+
+
 def test_acetophenone_spectrum_explained_by_benzoyl_and_phenyl_cations():
     """A [M+H]+ acetophenone spectrum with the benzoyl (m/z 105.0335) and phenyl (77.0386) cations is fully
     explained, without hydrogen shifts, by C7H5O+ and C6H5+; the precursor peak is left out of the score."""
