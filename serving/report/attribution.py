@@ -14,9 +14,11 @@ ranker ``library+prior`` and rankers without models give no attributions (the re
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -113,6 +115,25 @@ def explain_candidate(model: Any, mz: Sequence[float], intensities: Sequence[flo
                            float(ends[0]), float(ends[1]), float(delta))
 
 
+@functools.lru_cache(maxsize=2)
+def _load(lake: str, model_id: str, stamp: int) -> Any:
+    """A registered model, loaded once per (lake, id, model file time): a server renders many reports."""
+    from speclake.training.registry import load_model
+
+    return load_model(lake, model_id)
+
+
+def load_explainable(lake: str | os.PathLike[str], model_id: str) -> Any | None:
+    """The registered model ``model_id`` if it is an explained architecture (checked before loading), else None."""
+    from speclake.training.registry import list_models, model_dir
+
+    arch = next((m.get("arch") for m in list_models(lake) if m.get("model_id") == model_id), None)
+    if arch not in EXPLAINED_ARCHS:
+        return None
+    weights = model_dir(lake, model_id) / "model.pt"
+    return _load(str(Path(lake).resolve()), model_id, weights.stat().st_mtime_ns)
+
+
 class Attributor:
     """Attributions for the annotations of one ranker: the first explainable model it uses, loaded once."""
 
@@ -124,15 +145,13 @@ class Attributor:
         ids = ranker_models(lake, method)
         if not ids:
             return
-        from speclake.training.registry import load_model
-
         for model_id in ids:
             try:
-                model = load_model(lake, model_id)
+                model = load_explainable(lake, model_id)
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("model %s of ranker %s not loaded for attributions: %s", model_id, method, exc)
                 continue
-            if model.arch in EXPLAINED_ARCHS:
+            if model is not None:
                 self.model = model
                 return
         self.note = (f"none available: the models of ranker {method} ({', '.join(ids)}) are not spectrum-only "
@@ -155,4 +174,4 @@ class Attributor:
 
 
 __all__ = ["Attributor", "EXPLAINED_ARCHS", "PeakAttribution", "candidate_descriptors", "explain_candidate",
-           "ranker_models"]
+           "load_explainable", "ranker_models"]

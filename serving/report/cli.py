@@ -17,10 +17,13 @@ import click
                    "the table lists them all.")
 @click.option("--tolerance", "tolerance_da", default=0.02, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Fragment m/z tolerance (Da) of the peaks highlighted as matched in the mirror plots.")
+@click.option("--attributions", default=20, show_default=True, type=click.IntRange(0),
+              help="Annotations (most confident first) given per-peak attributions when their ranker used a "
+                   "descriptor model (each costs a model's gradients; 0: none).")
 @click.option("--study-dir", "study_dirs", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Folder to look in (by file name) for study files moved since annotation; repeatable.")
 def report_cmd(study: str, lake_dir: Path, out: Path | None, details: int, tolerance_da: float,
-               study_dirs: tuple[str, ...]) -> None:
+               attributions: int, study_dirs: tuple[str, ...]) -> None:
     """Write a study's annotations as one self-contained HTML page (opens offline in any browser).
 
     \b
@@ -35,7 +38,8 @@ def report_cmd(study: str, lake_dir: Path, out: Path | None, details: int, toler
     path = out if out is not None else Path(f"{study}.html")
     try:
         written = write_study_report(lake_dir, study, path, limit=details,
-                                     settings=ReportSettings(tolerance_da=tolerance_da, study_dirs=tuple(study_dirs)))
+                                     settings=ReportSettings(tolerance_da=tolerance_da, attributions=attributions,
+                                                             study_dirs=tuple(study_dirs)))
     except StudyNotFound as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"report of study {study} written to {written} ({written.stat().st_size / 1e6:.1f} MB)")

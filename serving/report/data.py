@@ -54,6 +54,8 @@ class ReportSettings(BaseModel):
                                                        "(most confident first); None: every one")
     tolerance_da: float = Field(0.02, gt=0, description="fragment m/z tolerance of matched peaks (library search's)")
     max_errors: int = Field(500, ge=0, description="error rows listed (all are counted)")
+    attributions: int = Field(20, ge=0, description="annotations (most confident first) given per-peak "
+                                                     "attributions when their ranker used a descriptor model")
     max_rows: int = Field(20_000, ge=1, description="rank-1 rows in the table, most confident first (all are "
                                                     "counted; `speclake export annotations` writes them all)")
     study_dirs: tuple[str, ...] = Field((), description="folders searched (by file name) for study files no longer "
@@ -227,7 +229,7 @@ def attribute(lake: str | os.PathLike[str], row: dict[str, Any], query, attribut
 
 
 def read_details(con, lake: str | os.PathLike[str], study: str, rows: list[dict[str, Any]], files: list[dict[str, Any]],
-                 study_dirs: tuple[str, ...] = ()) -> list[Detail]:
+                 study_dirs: tuple[str, ...] = (), n_attributions: int = 20) -> list[Detail]:
     """Peaks, library spectrum and tree of each of ``rows``."""
     library = read_library(con, [r["library_spectrum_id"] for r in rows if r.get("library_spectrum_id")])
     shas: dict[str, set[str]] = {}
@@ -253,7 +255,11 @@ def read_details(con, lake: str | os.PathLike[str], study: str, rows: list[dict[
             detail.query_mz, detail.query_intensities = query.mz.tolist(), query.intensities.tolist()
             if row.get("status") == "annotated":
                 detail.tree, detail.tree_note = fragmentation_tree(query, row.get("formula"), row.get("adduct"))
-                detail.attribution, detail.attribution_note = attribute(lake, row, query, attributors)
+                if len(details) < n_attributions:
+                    detail.attribution, detail.attribution_note = attribute(lake, row, query, attributors)
+                else:
+                    detail.attribution_note = (f"not computed: attributions are given to the {n_attributions} most "
+                                               "confident annotations (`speclake report --attributions N`)")
             else:
                 detail.tree_note = "no fragmentation tree: no candidate structure"
         details.append(detail)
@@ -274,7 +280,7 @@ def read_study(lake: str | os.PathLike[str], study: str, settings: ReportSetting
         rows = read_rows(con, study, settings.max_rows)
         errors = read_errors(con, study, settings.max_errors)
         n = len(rows) if settings.details is None else settings.details
-        details = read_details(con, lake, study, rows[:n], summary.files, settings.study_dirs)
+        details = read_details(con, lake, study, rows[:n], summary.files, settings.study_dirs, settings.attributions)
     finally:
         con.close()
     log.info("report of %s: %d rank-1 rows, %d detailed, %d errors", study, len(rows), len(details), summary.n_errors)

@@ -177,3 +177,17 @@ def test_ranker_with_a_model_gives_confidences_and_per_peak_attributions(report_
     deltas = [float(d) for d in re.findall(r"completeness delta (-?[0-9.e+-]+)\)", text)]
     assert len(deltas) == 12 and max(abs(d) for d in deltas) < 1e-2
     assert f"model {MODEL_ID}: integrated gradients" in text
+    few = render_study_report(report_lake.root, "scored", settings=ReportSettings(attributions=3))
+    assert Elements(few).count("svg", "attribution") == 3
+    assert few.count("not computed: attributions are given to the 3 most confident annotations") == 9
+
+
+def test_models_are_loaded_once_and_only_when_explainable(report_lake, tmp_path):
+    """A server renders many reports: the registered model is loaded once; an unknown model id is None."""
+    from speclake.serving.report.attribution import load_explainable
+    from tests.serving.report.conftest import MODEL_ID
+
+    first = load_explainable(report_lake.root, MODEL_ID)
+    assert first is not None and first.arch == "arch1"
+    assert load_explainable(report_lake.root, MODEL_ID) is first
+    assert load_explainable(report_lake.root, "arch5-not-registered") is None
