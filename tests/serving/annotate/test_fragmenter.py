@@ -223,9 +223,31 @@ def test_bad_spectrum_scores_zero_with_a_reason(mz, intensities, precursor, addu
     assert s.score == 0.0 and reason in s.reason
 
 
-def _candidate(smiles: str, adduct: str = "[M+H]+") -> Candidate:
-    return Candidate(inchikey="", inchikey14="", smiles=smiles, formula="", monoisotopic_mass=0.0, adduct=adduct,
-                     mass_error_ppm=0.0)
+def _candidate(smiles: str, adduct: str = "[M+H]+", formula: str = "") -> Candidate:
+    return Candidate(inchikey="", inchikey14="", smiles=smiles, formula=formula, monoisotopic_mass=0.0,
+                     adduct=adduct, mass_error_ppm=0.0)
+
+
+def test_query_trees_feed_the_tree_column(sample_records):
+    """query_trees makes one fragmentation tree per (formula, adduct) of the candidates ({} where none can
+    be made, e.g. no formula); with it the true structure's frag_tree column is the share of the tree's
+    formulas it reproduces (> 0.5 here) and a formula-less candidate keeps 0."""
+    from rdkit import Chem
+    from rdkit.Chem.rdMolDescriptors import CalcMolFormula
+
+    from speclake.serving.annotate.fragmenter import query_trees
+
+    r = next(r for r in sample_records if r["adduct"] == "[M+H]+" and len(r["mz"]) >= 8)
+    formula = CalcMolFormula(Chem.MolFromSmiles(r["smiles"]))
+    q = Query(query_id="q1", source_file="sample", record_locator="1", precursor_mz=r["precursor_mz"],
+              ionmode="positive", mz=r["mz"], intensities=r["intensities"] / r["intensities"].max())
+    cands = [_candidate(r["smiles"], formula=formula), _candidate(r["smiles"])]
+    trees = query_trees(q, cands)
+    assert set(trees) == {(formula, "[M+H]+"), ("", "[M+H]+")} and trees[("", "[M+H]+")] == {}
+    assert len(trees[(formula, "[M+H]+")]) >= 3
+    X = Fragmenter().features(q, cands, trees=trees)
+    assert X[0, FRAGMENTER_FEATURES.index("frag_tree")] > 0.5
+    assert X[1, FRAGMENTER_FEATURES.index("frag_tree")] == 0.0
 
 
 def test_evidence_columns_one_row_per_candidate(sample_records):
