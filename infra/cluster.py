@@ -427,12 +427,15 @@ class RayLocalCluster:
         return self
 
     def wait_for_nodes(self, n: int, timeout: float) -> list[dict[str, Any]]:
-        """The alive nodes once there are ``n`` of them (``ray.nodes()``; connects this process if needed)."""
+        """The alive nodes once there are ``n`` of them (``ray.nodes()``; connects this process if needed).
+
+        Ray reads its auth settings when it is first imported: a driver process sets :meth:`env` before that."""
+        for key, value in self.env().items():
+            os.environ.setdefault(key, value)
         import ray
 
         connected_here = False
         if not ray.is_initialized():
-            os.environ.update(self.env())
             ray.init(address=self.address, log_to_driver=False)
             connected_here = True
         try:
@@ -489,6 +492,7 @@ def main() -> None:
     base = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="speclake-cluster-"))
     spark = SparkStandalone(base / "spark")
     ray_cluster = RayLocalCluster()
+    os.environ.update(ray_cluster.env())  # before Ray is imported (it reads its auth settings then)
     try:
         spark.start()
         ray_cluster.start()
@@ -496,7 +500,8 @@ def main() -> None:
                **ray_cluster.env()}
         sys.stdout.write("".join(f"export {k}={v}\n" for k, v in env.items())
                          + f"# Spark UI {spark.ui_url}; logs {base}, {ray_cluster.temp_dir}\n"
-                         + "# speclake flow run full --config infra/cluster.yaml   (Ctrl-C here stops the cluster)\n")
+                         + "# then e.g. `speclake ingest --lake L` (Spark reads SPECLAKE_SPARK_MASTER), `speclake train "
+                         "--arch arch1 --lake L --ray-address $SPECLAKE_RAY_ADDRESS`; Ctrl-C here stops the cluster\n")
         sys.stdout.flush()
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
