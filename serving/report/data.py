@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,8 @@ class ReportSettings(BaseModel):
     max_errors: int = Field(500, ge=0, description="error rows listed (all are counted)")
     attributions: int = Field(20, ge=0, description="annotations (most confident first) given per-peak "
                                                      "attributions when their ranker used a descriptor model")
+    attribution_seconds: float = Field(20.0, gt=0, description="no attribution is started after this many "
+                                                               "seconds of attributions (big models are slow)")
     max_rows: int = Field(20_000, ge=1, description="rank-1 rows in the table, most confident first (all are "
                                                     "counted; `speclake export annotations` writes them all)")
     study_dirs: tuple[str, ...] = Field((), description="folders searched (by file name) for study files no longer "
@@ -229,7 +232,8 @@ def attribute(lake: str | os.PathLike[str], row: dict[str, Any], query, attribut
 
 
 def read_details(con, lake: str | os.PathLike[str], study: str, rows: list[dict[str, Any]], files: list[dict[str, Any]],
-                 study_dirs: tuple[str, ...] = (), n_attributions: int = 20) -> list[Detail]:
+                 study_dirs: tuple[str, ...] = (), n_attributions: int = 20, attribution_seconds: float = 20.0,
+                 ) -> list[Detail]:
     """Peaks, library spectrum and tree of each of ``rows``."""
     library = read_library(con, [r["library_spectrum_id"] for r in rows if r.get("library_spectrum_id")])
     shas: dict[str, set[str]] = {}
@@ -237,6 +241,7 @@ def read_details(con, lake: str | os.PathLike[str], study: str, rows: list[dict[
         shas.setdefault(f["source_file"], set()).add(f["file_sha256"])
     queries: dict[str, tuple[dict, str | None]] = {}
     attributors: dict[str | None, Any] = {}
+    spent = 0.0  # seconds of attributions so far
     details = []
     for row in rows:
         detail = Detail(row=row, library=library.get(row.get("library_spectrum_id") or ""))
@@ -255,8 +260,13 @@ def read_details(con, lake: str | os.PathLike[str], study: str, rows: list[dict[
             detail.query_mz, detail.query_intensities = query.mz.tolist(), query.intensities.tolist()
             if row.get("status") == "annotated":
                 detail.tree, detail.tree_note = fragmentation_tree(query, row.get("formula"), row.get("adduct"))
-                if len(details) < n_attributions:
+                if len(details) < n_attributions and spent < attribution_seconds:
+                    start = time.monotonic()
                     detail.attribution, detail.attribution_note = attribute(lake, row, query, attributors)
+                    spent += time.monotonic() - start
+                elif len(details) < n_attributions:
+                    detail.attribution_note = (f"not computed: the attributions of this report took their "
+                                               f"{attribution_seconds:g} s")
                 else:
                     detail.attribution_note = (f"not computed: attributions are given to the {n_attributions} most "
                                                "confident annotations (`speclake report --attributions N`)")
@@ -280,7 +290,8 @@ def read_study(lake: str | os.PathLike[str], study: str, settings: ReportSetting
         rows = read_rows(con, study, settings.max_rows)
         errors = read_errors(con, study, settings.max_errors)
         n = len(rows) if settings.details is None else settings.details
-        details = read_details(con, lake, study, rows[:n], summary.files, settings.study_dirs, settings.attributions)
+        details = read_details(con, lake, study, rows[:n], summary.files, settings.study_dirs, settings.attributions,
+                               settings.attribution_seconds)
     finally:
         con.close()
     log.info("report of %s: %d rank-1 rows, %d detailed, %d errors", study, len(rows), len(details), summary.n_errors)

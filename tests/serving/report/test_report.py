@@ -180,6 +180,9 @@ def test_ranker_with_a_model_gives_confidences_and_per_peak_attributions(report_
     few = render_study_report(report_lake.root, "scored", settings=ReportSettings(attributions=3))
     assert Elements(few).count("svg", "attribution") == 3
     assert few.count("not computed: attributions are given to the 3 most confident annotations") == 9
+    budget = render_study_report(report_lake.root, "scored", settings=ReportSettings(attribution_seconds=1e-9))
+    assert Elements(budget).count("svg", "attribution") == 1, "the first one is started, then the time is up"
+    assert budget.count("not computed: the attributions of this report took their 1e-09 s") == 11
 
 
 def test_models_are_loaded_once_and_only_when_explainable(report_lake, tmp_path):
