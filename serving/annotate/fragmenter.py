@@ -210,7 +210,10 @@ def _molecule(smiles_or_mol: Any) -> tuple[Any, str] | str:
         if mol is None:
             return f"unparsable SMILES {smiles_or_mol!r}"
     elif smiles_or_mol is not None and hasattr(smiles_or_mol, "GetAtoms"):
-        mol = smiles_or_mol
+        try:   # explicit hydrogens are not cleavable atoms: onto their heavy atoms
+            mol = Chem.RemoveHs(smiles_or_mol)
+        except Exception as err:  # noqa: BLE001 - RDKit raises several sanitization errors
+            return f"RDKit molecule not usable: {err}"
     else:
         return f"not a SMILES string or RDKit molecule: {type(smiles_or_mol).__name__}"
     if len(Chem.GetMolFrags(mol)) != 1:
@@ -439,9 +442,13 @@ def _tree_lookup(tree_formulas: Mapping[float, str] | None) -> tuple[np.ndarray,
     """Sorted m/z of the tree's peaks and their ion formula counts (neutral atoms, charge dropped)."""
     from speclake.pipelines.features.formula import parse_formula
 
-    if not tree_formulas:
-        return np.zeros(0), []
-    items = sorted((float(mz), parse_formula(f)[0]) for mz, f in tree_formulas.items())
+    items = []
+    for mz, formula in (tree_formulas or {}).items():
+        try:
+            items.append((float(mz), parse_formula(formula)[0]))
+        except (TypeError, ValueError) as err:     # an element outside ELEMENTS, a garbled formula: no check
+            log.debug("tree formula %r at m/z %r not used: %s", formula, mz, err)
+    items.sort(key=lambda x: x[0])
     return np.array([m for m, _ in items]), [c for _, c in items]
 
 
@@ -475,12 +482,20 @@ def score_spectrum(fragments: FragmentSet, mzs: Sequence[float], intensities: Se
         sign, carriers, adduct_shift = _carriers(adduct)
     except ValueError as err:
         return FragScore.zero(f"adduct {adduct!r}: {err}")
-    mz = np.asarray(mzs, np.float64).ravel()
-    inten = np.asarray(intensities, np.float64).ravel()
+    try:
+        mz = np.asarray(mzs, np.float64).ravel()
+        inten = np.asarray(intensities, np.float64).ravel()
+    except (TypeError, ValueError) as err:
+        return FragScore.zero(f"peaks are not numeric: {err}")
     if mz.shape != inten.shape:
         return FragScore.zero(f"{len(mz)} m/z values but {len(inten)} intensities")
-    if not (precursor_mz and math.isfinite(precursor_mz) and precursor_mz > 0):
+    try:
+        prec_ok = math.isfinite(float(precursor_mz)) and float(precursor_mz) > 0
+    except (TypeError, ValueError):
+        prec_ok = False
+    if not prec_ok:
         return FragScore.zero(f"invalid precursor m/z {precursor_mz!r}")
+    precursor_mz = float(precursor_mz)
     theory = fragments.mass + adduct_shift      # singly charged monomer: m/z of the molecule's ion
     ok = np.isfinite(mz) & np.isfinite(inten) & (inten > 0) & (mz > 0)
     prec_tol = max(precursor_mz * ppm * 1e-6, abs_tol)

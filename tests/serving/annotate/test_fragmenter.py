@@ -80,7 +80,8 @@ def test_acetophenone_fragments_by_hand():
 def test_depth_and_size_limits():
     """Depth-1 fragments are a subset of the depth-2 ones (same atom sets); the fragment cap stops the
     expansion early and a structure above max_heavy_atoms is cleaved once only; every set keeps the whole
-    molecule (caffeine, 14 heavy atoms, two fused rings)."""
+    molecule (caffeine, 14 heavy atoms, two fused rings); an RDKit molecule with explicit hydrogens gives
+    the same fragments as its SMILES."""
     caffeine = "Cn1cnc2c1c(=O)n(C)c(=O)n2C"
     d1, d2 = fragment_candidate(caffeine, max_depth=1), fragment_candidate(caffeine, max_depth=2)
     assert set(d1.atoms) < set(d2.atoms) and d1.depth.max() == 1 and d2.depth.max() == 2
@@ -88,6 +89,10 @@ def test_depth_and_size_limits():
     assert len(capped) < len(d2) and 0 in capped.depth
     big = fragment_candidate(caffeine, max_heavy_atoms=10)
     assert set(big.atoms) == set(d1.atoms)
+    from rdkit import Chem
+
+    explicit_h = fragment_candidate(Chem.AddHs(Chem.MolFromSmiles(caffeine)))
+    assert explicit_h.formula == d2.formula and set(explicit_h.atoms) == set(d2.atoms)
 
 
 def test_acetophenone_spectrum_explained_by_benzoyl_and_phenyl_cations():
@@ -175,7 +180,8 @@ def test_massbank_annotations_reproduced_for_the_true_structure(sample_records):
 def test_tree_formulas_counted_and_checked(sample_records):
     """With the formulas a fragmentation tree gave a real spectrum's peaks, the score reports the share the
     true structure reproduces; a tree formula no fragment has (a made-up CH formula on the base peak)
-    lowers that share, and that peak's match is no longer flagged as the tree's formula."""
+    lowers that share, and that peak's match is no longer flagged as the tree's formula; an unparsable
+    tree formula is skipped, not raised."""
     from speclake.pipelines.features.fragtree import compute_tree
     from rdkit import Chem
     from rdkit.Chem.rdMolDescriptors import CalcMolFormula
@@ -192,6 +198,9 @@ def test_tree_formulas_counted_and_checked(sample_records):
     bad = score_spectrum(fs, r["mz"], r["intensities"], r["precursor_mz"], r["adduct"], tree_formulas=tf_bad)
     assert bad.tree_agreement < s.tree_agreement
     assert not next(m for m in bad.matches if m.mz == base.mz).tree_formula
+    garbled = score_spectrum(fs, r["mz"], r["intensities"], r["precursor_mz"], r["adduct"],
+                             tree_formulas={**tf, base.mz: "C6H5Xe+"})   # unusable: that peak is not checked
+    assert garbled.tree_agreement is not None and garbled.score > 0
 
 
 @pytest.mark.parametrize("smiles, reason", [
@@ -216,6 +225,8 @@ def test_bad_structure_scores_zero_with_a_reason(smiles, reason):
     ([float("nan"), 130.0], [1.0, 2.0], 121.0648, "[M+H]+", "no fragment peaks"),
     ([77.0, 78.0], [1.0], 121.0648, "[M+H]+", "2 m/z values but 1 intensities"),
     ([77.0, 105.0], [40.0, 100.0], 121.0648, "[M+H]+", "unit-resolution"),
+    ([77.0386], [100.0], "n/a", "[M+H]+", "invalid precursor"),
+    (["x"], [100.0], 121.0648, "[M+H]+", "not numeric"),
 ])
 def test_bad_spectrum_scores_zero_with_a_reason(mz, intensities, precursor, adduct, reason):
     """An unusable spectrum or adduct gives a zero score naming the reason, never an exception."""
