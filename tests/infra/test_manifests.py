@@ -189,3 +189,52 @@ def test_dockerfile_installs_the_package_as_pyproject_declares():
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {".venv", "speclake-lake", ".git"} <= set(ignored)
     assert (REPO / "infra" / "docker" / "entrypoint.sh").stat().st_mode & 0o111, "the entrypoint is executable"
+
+
+#: Sample values for the Prefect base job template's variables without a default (what the worker fills in).
+PREFECT_SAMPLE = {"name": "speclake-full", "env": {"PREFECT_API_URL": "http://prefect:4200/api"},
+                  "labels": {"app": "speclake"}, "command": "prefect flow-run execute", "cluster_config": None,
+                  "job_watch_timeout_seconds": None}
+
+
+def _fill(template: Any, values: dict[str, Any]) -> Any:
+    """A Prefect job template with each ``"{{ var }}"`` replaced by its value (inside strings: by its text)."""
+    import re
+
+    if isinstance(template, dict):
+        return {k: _fill(v, values) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_fill(v, values) for v in template]
+    if isinstance(template, str):
+        whole = re.fullmatch(r"\{\{ *(\w+) *\}\}", template)
+        if whole:
+            return values[whole.group(1)]
+        return re.sub(r"\{\{ *(\w+) *\}\}", lambda m: str(values[m.group(1)]), template)
+    return template
+
+
+def test_prefect_base_job_template_makes_a_valid_job_with_the_lake_and_spark_account():
+    """The work pool's base job template: every placeholder is a declared variable; filled with the defaults
+    (and sample run values) its job manifest is a valid batch/v1 Job (strict) that mounts the lake claim at
+    /data, runs as the Spark service account of spark-rbac.yaml and exposes POD_IP for spark.driver.host."""
+    import re
+
+    template = json.loads((K8S / "prefect-base-job-template.json").read_text())
+    declared = template["variables"]["properties"]
+    used = set(re.findall(r"\{\{ *(\w+) *\}\}", json.dumps(template["job_configuration"])))
+    assert used <= set(declared), f"undeclared variables: {used - set(declared)}"
+    values = {k: v["default"] for k, v in declared.items() if "default" in v} | PREFECT_SAMPLE
+    values["command"] = values["command"].split()  # the worker passes the command as an argument list
+    job = _fill(template["job_configuration"]["job_manifest"], values)
+    job["metadata"]["labels"] = values["labels"]
+    assert validation_errors(job) == []
+    pod = job["spec"]["template"]["spec"]
+    objects = {(d["kind"], d["metadata"]["name"]) for _, d in manifests()}
+    assert ("ServiceAccount", pod["serviceAccountName"]) in objects
+    claim = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+    assert ("PersistentVolumeClaim", claim[mounts["/data"]]) in objects
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    cfg = load_cluster_config(REPO / "infra" / "kubernetes.yaml", env={"POD_IP": "10.0.0.7"})
+    assert cfg.engines.spark_conf["spark.driver.host"] == "10.0.0.7"
