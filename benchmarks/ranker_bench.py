@@ -5,8 +5,8 @@
 
 The work lake ``--work`` (default benchmarks/results/lake_annotate_full, made by ``python -m benchmarks
 annotate -- --work benchmarks/results/lake_annotate_full``: the full MassBank lake and a structure index of
-lake compounds + MOSES 1.9M + MassBank isomers, prefiltered to the possible candidates) is read, never
-written (the library index is built beside it on first use).
+lake compounds + MOSES 1.9M + MassBank isomers, prefiltered to the possible candidates) is read; only its
+structure index grows (the formula candidates below) and the library index is built beside it on first use.
 
 Queries are blind lake spectra (precursor m/z, ion mode, peaks): validation split (structures novel to the
 library, which holds the training split) plus *known* training-split spectra searched leave-one-spectrum-out
@@ -14,7 +14,9 @@ library, which holds the training split) plus *known* training-split spectra sea
 for the table. Two candidate modes, as the evaluation reports them:
 
 * ``formula``: the structures of the index with the true molecular formula (the formula given, as
-  MassSpecGym's bonus challenge and ``speclake evaluate``'s ``formula`` mode);
+  MassSpecGym's bonus challenge and ``speclake evaluate``'s ``formula`` mode;
+  :meth:`~speclake.serving.annotate.candidates.CandidateSource.by_formula`); the structures of ``--structures``
+  with those formulas are first added to the work lake's index (annotate's prefilter kept m/z windows only);
 * ``mass``: what ``speclake annotate`` sees, every structure whose ion under an adduct hypothesis of the
   ion mode is within 10 ppm of the precursor m/z.
 
@@ -42,6 +44,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+DATA = REPO.parent / "shared" / "data"
 log = logging.getLogger("ranker_bench")
 KS = (1, 5, 20)
 
@@ -59,17 +62,24 @@ def truth_formulas(truths: list[dict]) -> list[str | None]:
     return out
 
 
-def restrict_to_formula(data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` with each candidate list cut to the candidates of the true formula (the ``formula`` mode)."""
-    from speclake.serving.annotate.fusion import truth_rows
+def ensure_formula_structures(work: Path, files: list[Path], formulas: set[str]) -> list[Path]:
+    """Add to the work lake's structure index every structure of ``files`` with one of ``formulas`` (the formula
+    candidates of the benchmark's queries; annotate's prefilter kept only those in the m/z windows)."""
+    import pyarrow as pa
 
-    formulas = truth_formulas(data["truths"])
-    cands, X = [], []
-    for cs, x, f in zip(data["cands"], data["X"], formulas):
-        keep = [i for i, c in enumerate(cs) if f is not None and c.formula == f]
-        cands.append([cs[i] for i in keep])
-        X.append(x[keep] if len(keep) else np.zeros((0, x.shape[1])))
-    return {**data, "cands": cands, "X": X, "truth": truth_rows(cands, data["truths"])}
+    from speclake.training.candidates import ensure_index
+    from speclake.training.prefilter import prefilter_structure_files
+
+    if not files or not formulas:
+        return []
+    n = len(formulas)
+    table = pa.table({"formula": pa.array(sorted(formulas), pa.string()),
+                      "precursor_mz": pa.array([None] * n, pa.float64()),
+                      "ionmode": pa.array([None] * n, pa.string()), "adduct": pa.array([None] * n, pa.string()),
+                      "monoisotopic_mass": pa.array([None] * n, pa.float64())})
+    kept = prefilter_structure_files(files, [table], 10.0, work / "models" / "_prefilter_formulas")
+    ensure_index(work, [str(f) for f in kept])
+    return kept
 
 
 def hits_of(ranks: np.ndarray) -> dict[int, np.ndarray]:
@@ -182,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--known-fraction", type=float, default=0.25)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--structures", nargs="*", type=Path,
+                    default=[DATA / "structures" / "zinc_moses_1.9M.smi.gz",
+                             DATA / "structures" / "massbank_isomers.smi.gz"],
+                    help="structure files whose structures of the queries' true formulas join the index")
     ap.add_argument("--json", default=str(RESULTS / "ranker_bench.json"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -207,14 +221,24 @@ def main(argv: list[str] | None = None) -> int:
     builder = fit_evidence_builder(work, settings)
     timings["evidence_builder"] = time.perf_counter() - t0
     names = builder.names
+    from speclake.serving.annotate.fusion import lake_queries
+
+    qdata = {s: lake_queries(work, s, settings.split, args.queries, settings.seed) for s in ("validation", "test")}
+    ratio = settings.known_fraction / (1 - settings.known_fraction)
+    qdata["known"], _ = known_queries(work, settings, round(len(qdata["validation"][0]) * ratio), 0)
+    formulas = {s: truth_formulas(t) for s, (_, t) in qdata.items()}
+    t0 = time.perf_counter()
+    added = ensure_formula_structures(work, [p for p in args.structures if p.exists()],
+                                      {f for fs in formulas.values() for f in fs if f})
+    timings["formula_structures"] = time.perf_counter() - t0
+    lists: dict[str, dict[str, dict[str, Any]]] = {"formula": {}, "mass": {}}
     with CandidateSource.open(work, settings.index_name, settings.ppm, max_formulas=settings.max_formulas) as src:
         t0 = time.perf_counter()
-        val = prepare_lists(work, "validation", settings, src, builder)
-        test = prepare_lists(work, "test", settings, src, builder)
-        ratio = settings.known_fraction / (1 - settings.known_fraction)
-        kfit, _ = known_queries(work, settings, round(len(val["queries"]) * ratio), 0)
-        known = prepare_lists(work, "known", settings, src, builder, kfit)
+        for s, data in qdata.items():
+            lists["mass"][s] = prepare_lists(work, s, settings, src, builder, data)
+            lists["formula"][s] = prepare_lists(work, s, settings, src, builder, data, formulas=formulas[s])
         timings["lists"] = time.perf_counter() - t0
+    val, test, known = (lists["mass"][s] for s in ("validation", "test", "known"))
     test_keys = {t["inchikey14"] for t in test["truths"]}
     fit_keys = {t["inchikey14"] for t in val["truths"] + known["truths"]}
     if fit_keys & test_keys:
@@ -227,10 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fit: {len(val['queries'])} validation + {len(known['queries'])} known (leave-one-spectrum-out) lists; "
           f"test: {len(test['queries'])} spectra of {len(test_keys)} structures (none seen in fitting, InChIKey-14)")
     print(f"evidence columns: {', '.join(names)}")
+    print(f"structures of the queries' formulas added to the index from: "
+          f"{', '.join(p.name for p in added) or 'none'}")
     for mode in ("formula", "mass"):
         t0 = time.perf_counter()
-        te, va, kn = ((restrict_to_formula(test), restrict_to_formula(val), restrict_to_formula(known))
-                      if mode == "formula" else (test, val, known))
+        te, va, kn = (lists[mode][s] for s in ("test", "validation", "known"))
         methods, fit_info = method_scores(te, names, (va["X"] + kn["X"], va["truth"] + kn["truth"]), settings.l2)
         rows = table(methods, groups_of(te, nov), keys, args.bootstrap, args.seed)
         info = {"n_test": len(te["X"]), "n_structures": len(test_keys), "n_fit": len(va["X"]) + len(kn["X"]),

@@ -249,8 +249,10 @@ def known_queries(lake: Any, settings: RankerSettings, n_fit: int, n_test: int,
 
 
 def prepare_lists(lake: Any, name: str, settings: RankerSettings, source: Any, builder: EvidenceBuilder,
-             data: tuple[list, list[dict]] | None = None) -> dict[str, Any]:
-    """Queries (those of the split ``name``, or ``data``) with candidates, hits, evidence and the truth's row."""
+                  data: tuple[list, list[dict]] | None = None, *, formulas: Sequence[str | None] | None = None,
+                  ) -> dict[str, Any]:
+    """Queries (those of the split ``name``, or ``data``) with candidates, hits, evidence and the truth's row;
+    ``formulas``: formula candidates (:meth:`.candidates.CandidateSource.by_formula`) instead of m/z ones."""
     t0 = time.perf_counter()
     if data is None:
         cap = settings.max_validation if name == "validation" else settings.max_test
@@ -261,7 +263,7 @@ def prepare_lists(lake: Any, name: str, settings: RankerSettings, source: Any, b
     # query keeps about library_top_k usable hits, as in annotation where every lake spectrum counts
     hits = library_hits(lake, queries, top_k=3 * settings.library_top_k, precursor_ppm=settings.ppm)
     t1, c1 = time.perf_counter(), time.process_time()
-    cands = source.candidates(queries)
+    cands = source.candidates(queries) if formulas is None else source.by_formula(queries, formulas)
     X = builder.matrices(queries, cands, hits)
     t2, c2 = time.perf_counter(), time.process_time()
     return {"queries": queries, "truths": truths, "cands": cands, "hits": hits, "X": X,
