@@ -44,6 +44,7 @@ import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -65,7 +66,7 @@ _H = ELEMENT_INDEX["H"]
 #: Mean bond dissociation energies (kJ/mol) by (element, element, order); order 1.5 = aromatic.
 #: Textbook mean bond enthalpies (the values MetFrag's ``BondEnergies`` lists); aromatic bonds take the
 #: mean of the single and double bond. Unknown pairs: :data:`DEFAULT_BOND_ENERGY`.
-BOND_ENERGIES: Mapping[tuple[str, str, float], float] = {
+BOND_ENERGIES: Mapping[tuple[str, str, float], float] = MappingProxyType({
     ("C", "C", 1.0): 348.0, ("C", "C", 2.0): 612.0, ("C", "C", 3.0): 837.0,
     ("C", "N", 1.0): 305.0, ("C", "N", 2.0): 613.0, ("C", "N", 3.0): 890.0,
     ("C", "O", 1.0): 360.0, ("C", "O", 2.0): 743.0,
@@ -78,17 +79,20 @@ BOND_ENERGIES: Mapping[tuple[str, str, float], float] = {
     ("O", "S", 2.0): 522.0, ("O", "Si", 1.0): 452.0, ("O", "B", 1.0): 536.0,
     ("P", "S", 1.0): 230.0, ("P", "S", 2.0): 335.0, ("P", "F", 1.0): 490.0, ("P", "Cl", 1.0): 326.0,
     ("S", "S", 1.0): 226.0, ("S", "Cl", 1.0): 255.0, ("S", "F", 1.0): 226.0,
-}
+})
 DEFAULT_BOND_ENERGY = 350.0
+_BDE: Mapping[tuple[str, str, float], float] = MappingProxyType(
+    {(*sorted((a, b)), order): v for (a, b, order), v in BOND_ENERGIES.items()})
 
 
 def bond_energy(a: str, b: str, order: float) -> float:
-    """Dissociation energy (kJ/mol) of an ``a``-``b`` bond of ``order`` (1, 1.5 aromatic, 2, 3)."""
-    key = tuple(sorted((a, b)))
+    """Dissociation energy (kJ/mol) of an ``a``-``b`` bond (either atom order) of ``order`` (1, 1.5
+    aromatic, 2, 3); :data:`DEFAULT_BOND_ENERGY` for a pair the table lacks."""
+    x, y = sorted((a, b))
     if order == 1.5:
-        single = BOND_ENERGIES.get((key[0], key[1], 1.0), DEFAULT_BOND_ENERGY)
-        return 0.5 * (single + BOND_ENERGIES.get((key[0], key[1], 2.0), single))
-    return BOND_ENERGIES.get((key[0], key[1], order), DEFAULT_BOND_ENERGY)
+        single = _BDE.get((x, y, 1.0), DEFAULT_BOND_ENERGY)
+        return 0.5 * (single + _BDE.get((x, y, 2.0), single))
+    return _BDE.get((x, y, order), DEFAULT_BOND_ENERGY)
 
 
 class FragmenterSettings(BaseModel):

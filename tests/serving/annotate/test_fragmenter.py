@@ -77,6 +77,18 @@ def test_acetophenone_fragments_by_hand():
     assert np.array_equal(cached.masses, fs.masses)
 
 
+def test_bond_energies_either_atom_order():
+    """Bond energies are found whichever atom comes first (C-Cl 338, Cl-S 255, N-F 272 kJ/mol), aromatic
+    C:C is the mean of C-C and C=C (480), an unknown pair takes the default."""
+    from speclake.serving.annotate.fragmenter import DEFAULT_BOND_ENERGY, bond_energy
+
+    assert bond_energy("Cl", "C", 1.0) == bond_energy("C", "Cl", 1.0) == 338.0
+    assert bond_energy("Cl", "S", 1.0) == bond_energy("S", "Cl", 1.0) == 255.0
+    assert bond_energy("F", "N", 1.0) == 272.0
+    assert bond_energy("C", "C", 1.5) == 480.0
+    assert bond_energy("Se", "Se", 1.0) == DEFAULT_BOND_ENERGY
+
+
 def test_depth_and_size_limits():
     """Depth-1 fragments are a subset of the depth-2 ones (same atom sets); the fragment cap stops the
     expansion early and a structure above max_heavy_atoms is cleaved once only; every set keeps the whole
