@@ -36,7 +36,8 @@ cached; ``benchmarks/fragmenter_check.py``).
 per candidate (score, explained intensity, matched peaks, tree formulas reproduced), e.g.
 ``Fragmenter().features(query, cands, trees=query_trees(query, cands))`` (hold one :class:`Fragmenter`:
 it owns the fragment cache); :meth:`Fragmenter.scores` the score alone; :meth:`Fragmenter.details` the
-:class:`FragScore` objects with the matched peaks (module functions of the same names for one-offs).
+:class:`FragScore` objects with the matched peaks (module functions of the same names for one-offs);
+:class:`FragmenterScorer` is the score as a ``models=[...]`` column of :class:`.evidence.EvidenceBuilder`.
 """
 from __future__ import annotations
 
@@ -655,3 +656,21 @@ def fragmenter_scores(query: Query, candidates: Sequence[Candidate], *, fragment
                       trees: Mapping[tuple[str, str], Mapping[float, str]] | None = None) -> np.ndarray:
     """:meth:`Fragmenter.scores` (a fresh default :class:`Fragmenter` when none is given)."""
     return (fragmenter or Fragmenter()).scores(query, candidates, trees=trees)
+
+
+class FragmenterScorer:
+    """The fragmenter as one evidence column of :class:`.evidence.EvidenceBuilder` (``models=[...]``: the
+    ``feature`` name and ``scores(queries, candidates)`` of :class:`.evidence.ModelScorer`); with
+    ``use_trees`` each query's candidate formulas get fragmentation trees (:func:`query_trees`) so matches
+    reproducing the tree's formulas count more."""
+
+    feature = "fragmenter"
+
+    def __init__(self, fragmenter: Fragmenter | None = None, *, use_trees: bool = False) -> None:
+        self.fragmenter = fragmenter or Fragmenter()
+        self.use_trees = use_trees
+
+    def scores(self, queries: Sequence[Query], candidates: Sequence[Sequence[Candidate]]) -> list[np.ndarray]:
+        """One MetFrag-style score per candidate of every query."""
+        return [self.fragmenter.scores(q, cands, trees=query_trees(q, cands) if self.use_trees else None)
+                for q, cands in zip(queries, candidates)]

@@ -325,3 +325,24 @@ def test_true_structure_beats_its_regio_isomer_on_real_spectra():
     assert won + lost >= 10, (won, tied, lost)
     assert won / (won + lost) >= 0.70, (won, tied, lost)
     assert lost <= 0.2 * (won + tied + lost), (won, tied, lost)
+
+
+def test_fragmenter_is_an_evidence_column(sample_records):
+    """FragmenterScorer plugs into the ranker's EvidenceBuilder as a model column named "fragmenter": the
+    column equals Fragmenter.scores for each query's candidates."""
+    from speclake.serving.annotate.evidence import EvidenceBuilder, LibraryReference
+    from speclake.serving.annotate.fragmenter import FragmenterScorer
+
+    recs = [r for r in sample_records if len(r["mz"]) >= 8][:2]
+    queries = [Query(query_id=f"q{i}", source_file="sample", record_locator=str(i), precursor_mz=r["precursor_mz"],
+                     ionmode="positive" if r["adduct"] == "[M+H]+" else "negative", mz=r["mz"],
+                     intensities=r["intensities"] / r["intensities"].max()) for i, r in enumerate(recs)]
+    cands = [[_candidate(r["smiles"], r["adduct"]), _candidate(ACETOPHENONE, r["adduct"])] for r in recs]
+    ref = LibraryReference(keys=[], fps=np.zeros((0, 32), np.uint64), spectrum_structure={})
+    builder = EvidenceBuilder(ref, {}, models=[FragmenterScorer()])
+    col = builder.names.index("fragmenter")
+    mats = builder.matrices(queries, cands)
+    fragmenter = Fragmenter()
+    for X, q, c in zip(mats, queries, cands):
+        np.testing.assert_array_equal(X[:, col], fragmenter.scores(q, c))
+    assert mats[0][0, col] > 0
