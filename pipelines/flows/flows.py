@@ -106,7 +106,11 @@ def _stage_task(cfg: PlatformConfig, engines: stages.Engines, attempts: dict[str
     from prefect.runtime import task_run
 
     attempts[name] = int(task_run.run_count or 1)
-    summary = fn(cfg, engines, *args)
+    try:
+        summary = fn(cfg, engines, *args)
+    except BaseException:
+        engines.reset_ray()  # the retry (if any) gets a fresh Ray
+        raise
     summary["attempts"] = attempts[name]
     _publish(summary)
     return summary

@@ -42,6 +42,7 @@ class Engines:
     def __init__(self, cfg: PlatformConfig) -> None:
         self.cfg = cfg
         self._stack = ExitStack()
+        self._ray_stack = ExitStack()
         self._spark: Any = None
         self._ray = False
 
@@ -69,12 +70,21 @@ class Engines:
         if not self._ray:
             from speclake.infra.ray import ray_session
 
-            self._stack.enter_context(ray_session(self.cfg.engines.ray()))
+            self._ray_stack.enter_context(ray_session(self.cfg.engines.ray()))
             self._ray = True
 
+    def reset_ray(self) -> None:
+        """Stop the Ray this flow started (after a failed attempt: its actors and placement groups go
+        with it, so the retry starts on a clean Ray instead of waiting for resources a dead run holds)."""
+        self._ray_stack.close()
+        self._ray = False
+
     def close(self) -> None:
-        self._stack.close()
-        self._spark, self._ray = None, False
+        try:
+            self.reset_ray()
+        finally:
+            self._stack.close()
+            self._spark = None
 
     def __enter__(self) -> "Engines":
         return self
@@ -168,7 +178,8 @@ def train(cfg: PlatformConfig, engines: Engines, arch: str) -> dict[str, Any]:
     outputs = [models_root(cfg.lake) / model] if model else [models_root(cfg.lake) / f"missing-{arch}"]
 
     def work() -> dict[str, Any]:
-        engines.ray()
+        # Ray Train runs on its own Ray (started and stopped by train_model unless the flow's is up):
+        # a failed attempt's workers and placement groups end with it
         result = train_model(cfg.lake, settings, ray_address=cfg.engines.ray_address, num_cpus=cfg.engines.num_cpus)
         m = result.metrics
         return {"run_id": result.model_id, "tables": {},

@@ -70,10 +70,10 @@ def runs(spark, tmp_path_factory):
 def _stop_prefect_server() -> None:
     """Stop Prefect's temporary server now, while pytest's output capture (which Prefect's log handler
     writes to) is still open, instead of at interpreter exit."""
-    from prefect.logging.handlers import APILogHandler
+    from prefect.logging.handlers import APILogWorker
     from prefect.server.api.server import SubprocessASGIServer
 
-    APILogHandler.flush()  # the flow runs' logs reach the server before it goes
+    APILogWorker.drain_all(timeout=5)  # the flow runs' logs reach the server before it goes
     SubprocessASGIServer().stop()
 
 
