@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from speclake.lake.catalog import Lake
 from speclake.lake.run import Progress, Run, RunReport
@@ -47,6 +47,14 @@ class DenovoSettings(BaseModel):
     near: str | None = Field(None, description="SMILES of a parent: sample around its latent point.")
     ionmode: str | None = Field(None, description="Ion mode of scans whose file states none.")
     torch_threads: int = Field(1, ge=1, description="torch threads (1: small batched GRU steps gain nothing from more).")
+
+    @field_validator("formula")
+    @classmethod
+    def _hill_formula(cls, v: str | None) -> str | None:
+        """A formula the lake can read, in Hill spelling (ValueError naming the bad element otherwise)."""
+        from speclake.pipelines.features.formula import normalize_formula
+
+        return normalize_formula(v) if v else None
 
 
 @dataclass

@@ -78,3 +78,5 @@ def test_cli_near_a_parent_with_a_formula(lake, study):
     assert all(r["smiles"] != canonical_smiles(parent) for r in rows), "the parent itself is never proposed"
     bad = runner.invoke(main, ["denovo", str(study[0]), "--lake", str(lake), "--near", "not a smiles"])
     assert bad.exit_code != 0 and "--near 'not a smiles'" in bad.output and "Traceback" not in bad.output
+    odd = runner.invoke(main, ["denovo", str(study[0]), "--lake", str(lake), "--formula", "C6Q2"])
+    assert odd.exit_code != 0 and "unsupported element 'Q'" in odd.output and "Traceback" not in odd.output
