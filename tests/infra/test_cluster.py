@@ -2,8 +2,12 @@
 cluster (separate processes, as on real machines), driven through the cluster config; then stopped."""
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -14,7 +18,7 @@ import pytest
 import yaml
 
 from speclake.infra.cluster import (QUICK_DAEMON_JVM, ClusterError, RayClusterSettings, RayLocalCluster, SparkStandalone,
-                                    SparkStandaloneSettings, actor_nodes, expand_env, free_port, java_available,
+                                    SparkStandaloneSettings, expand_env, free_port, java_available,
                                     load_cluster_config)
 from speclake.infra.config import ConfigError
 from tests.conftest import REPO, SAMPLE
@@ -25,7 +29,7 @@ log = logging.getLogger(__name__)
 
 CLUSTER_YAML = REPO / "infra" / "cluster.yaml"
 #: Seconds each step may take on a loaded 2-core machine before the test fails (and stops the clusters).
-STEP_TIMEOUT = {"start": 150, "ingest": 240, "train": 240, "annotate": 240, "stop": 90}
+STEP_TIMEOUT = {"start": 150, "job": 600, "stop": 90}
 
 
 @contextmanager
@@ -96,11 +100,12 @@ def _test_config(tmp_path: Path, spark: SparkStandalone, ray_cluster: RayLocalCl
 @pytest.mark.cluster
 @pytest.mark.spark
 @pytest.mark.ray
-def test_ingest_training_and_annotation_run_on_spark_standalone_and_a_two_node_ray(tmp_path, monkeypatch):
+def test_ingest_training_and_annotation_run_on_spark_standalone_and_a_two_node_ray(tmp_path):
     """Start a Spark master + worker and a Ray head + second node as separate processes; through the cluster
-    config: ingest the GNPS sample on Spark (the app registered with the master, its executor on the worker),
-    one arch5 epoch under Ray Train on the Ray cluster, a 12-scan study annotated through Ray Data actors on both
-    Ray nodes; then stop both clusters and find none of their processes left."""
+    config (in a fresh process, tests/infra/cluster_job.py): ingest the GNPS sample on Spark (the app registered
+    with the master, its executor on the worker), one arch5 epoch under Ray Train on the Ray cluster, a 12-scan
+    study annotated through Ray Data actors on both Ray nodes; then stop both clusters and find none of their
+    processes left."""
     if not java_available():
         pytest.skip("no Java runtime: the Spark standalone master and worker need Java 17")
     try:
@@ -108,69 +113,52 @@ def test_ingest_training_and_annotation_run_on_spark_standalone_and_a_two_node_r
     except OSError as exc:
         pytest.skip(f"no free local TCP port for the cluster daemons: {exc}")
     from speclake.lake.sql import connect
-    from speclake.pipelines.ingest import IngestSettings, run_ingest
-    from speclake.serving.annotate.job import AnnotateSettings, annotate_study
     from speclake.training.registry import list_models
-    from speclake.training.trainer import RunSettings, train_model
 
     timings: dict[str, float] = {}
     spark = SparkStandalone(tmp_path / "spark", SparkStandaloneSettings(cores=2, memory="1g"))
     ray_cluster = RayLocalCluster(settings=RayClusterSettings(nodes=2, cpus_per_node=2))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    for key, value in ray_cluster.env().items():
-        monkeypatch.setenv(key, value)
     try:
         with step("start", timings), ThreadPoolExecutor(2) as pool:  # both clusters start side by side
             started = [pool.submit(spark.start, STEP_TIMEOUT["start"]), pool.submit(ray_cluster.start, STEP_TIMEOUT["start"])]
             for f in started:
                 f.result()
-        nodes = ray_cluster.nodes
-        assert len({n["NodeID"] for n in nodes}) == 2, "two Ray nodes (head + one more), each a separate raylet"
-        cfg = load_cluster_config(_test_config(tmp_path, spark, ray_cluster))
+        node_ids = {n["NodeID"] for n in ray_cluster.nodes}
+        assert len(node_ids) == 2, "two Ray nodes (head + one more), each a separate raylet"
+        config = _test_config(tmp_path, spark, ray_cluster)
+        cfg = load_cluster_config(config)
         assert cfg.engines.spark_master == spark.master_url and cfg.engines.ray_address == ray_cluster.address
 
-        # -- ingest on the Spark standalone cluster ------------------------------------------------------
-        with step("ingest", timings):
-            ingest = run_ingest(cfg.library_sources(), cfg.lake, IngestSettings(spark=cfg.engines.spark()))
-        assert ingest.spectra_new > 50 and ingest.records_read == ingest.spectra_accepted + ingest.quarantined
+        with step("job", timings):
+            done = subprocess.run([sys.executable, "-m", "tests.infra.cluster_job", str(config), str(tmp_path / "out.json")],
+                                  cwd=REPO, env={**os.environ, **ray_cluster.env(), "OMP_NUM_THREADS": "1"},
+                                  capture_output=True, text=True, timeout=STEP_TIMEOUT["job"] - 20)
+        assert done.returncode == 0, f"cluster job failed:\n{done.stderr[-4000:]}"
+        result = json.loads((tmp_path / "out.json").read_text())
+        timings.update(result["timings"])
+
+        # -- ingest ran on the Spark standalone cluster -------------------------------------------------
+        ingest = result["ingest"]
+        assert ingest["spectra_new"] > 50 and ingest["records_read"] == ingest["spectra_accepted"] + ingest["quarantined"]
         apps = spark.apps()
         assert [a["state"] for a in apps if a["name"] == "speclake"] == ["FINISHED"], \
             "the ingest ran as an application of the standalone master and finished"
         app_id = next(a["id"] for a in apps if a["name"] == "speclake")
         assert list((tmp_path / "spark" / "work-0" / app_id).glob("*/stderr")), "its executor ran on the worker"
 
-        # -- one training epoch on the Ray cluster -------------------------------------------------------
-        run = RunSettings(arch="arch5", model=cfg.train.model["arch5"], descriptors={"min_positives": 3},
-                          train={"epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,
-                                 "num_workers": cfg.train.num_workers, "cpus_per_worker": cfg.train.cpus_per_worker,
-                                 "use_gpu": cfg.train.use_gpu})
-        with step("train", timings):
-            trained = train_model(cfg.lake, run, ray_address=cfg.engines.ray_address)
-        assert trained.metrics["epochs"] == 1 and trained.metrics["num_workers"] == 1
-        assert [m["model_id"] for m in list_models(cfg.lake)] == [trained.model_id], "the model is registered"
-
-        # -- annotation through Ray Data on the Ray cluster ----------------------------------------------
-        settings = AnnotateSettings(top_k=cfg.study.top_k, ray_address=cfg.engines.ray_address, ray_min_scans=0,
-                                    batch_size=4)
-        with step("annotate", timings):
-            report = annotate_study(cfg.study_files(), cfg.lake, cfg.study.name, settings)
-        assert [f["engine"] for f in report.files] == ["ray"], "the study file went through Ray Data"
-        assert report.n_scans == 12 and report.n_annotated + report.n_no_candidates + report.n_errors == 12
+        # -- one epoch under Ray Train, the annotation through Ray Data, on the Ray cluster ----------------
+        assert result["train"]["epochs"] == 1 and result["train"]["num_workers"] == 1
+        assert [m["model_id"] for m in list_models(cfg.lake)] == [result["train"]["model_id"]], "the model is registered"
+        report = result["annotate"]
+        assert report["engines"] == ["ray"], "the study file went through Ray Data"
+        assert report["n_scans"] == 12 and report["n_annotated"] + report["n_no_candidates"] + report["n_errors"] == 12
         con = connect(cfg.lake)
         try:
             scans = con.execute("SELECT count(DISTINCT query_id) FROM annotations WHERE study = 'cluster'").fetchone()[0]
         finally:
             con.close()
-        assert scans + report.n_errors == 12, "every scan is in annotations or annotation_errors"
-
-        import ray
-
-        ray.init(address=cfg.engines.ray_address, log_to_driver=False)
-        try:
-            placed = actor_nodes()
-        finally:
-            ray.shutdown()
-        node_ids = {n["NodeID"] for n in nodes}
+        assert scans + report["n_errors"] == 12, "every scan is in annotations or annotation_errors"
+        placed = result["actor_nodes"]
         train_nodes = set().union(*(v for k, v in placed.items() if "TrainWorker" in k))
         data_nodes = set().union(*(v for k, v in placed.items() if "MapWorker" in k or "RayAnnotator" in k))
         assert train_nodes and train_nodes <= node_ids, f"Ray Train workers ran on the cluster's nodes: {placed}"
