@@ -64,11 +64,12 @@ TRANSFORMATIONS = (
 def copy_lake(src: Path, dst: Path) -> None:
     """Copy the tables the benchmark reads (spectra, compounds, catalog) once; the source is never written."""
     if (dst / "_catalog" / "catalog.json").exists():
+        (dst / "_catalog" / "runs").mkdir(exist_ok=True)
         return
     dst.mkdir(parents=True, exist_ok=True)
     for name in ("spectra", "compounds"):
         shutil.copytree(src / name, dst / name)
-    (dst / "_catalog").mkdir(exist_ok=True)
+    (dst / "_catalog" / "runs").mkdir(parents=True, exist_ok=True)
     shutil.copy2(src / "_catalog" / "catalog.json", dst / "_catalog" / "catalog.json")
 
 
