@@ -74,6 +74,10 @@ def run_cmd(name: str, config_path: str | None, params: tuple[str, ...], as_json
         click.echo(json.dumps(summaries, indent=1, default=str))
     else:
         click.echo(format_summaries(summaries))
+    for s in summaries:
+        if s["status"] == "failed" and s.get("optional"):
+            click.echo(f"warning: optional stage {s['stage']} failed after {s['attempts']} attempt(s); the flow went "
+                       f"on without it: {s['error']}", err=True)
     if failure is not None:
         raise click.ClickException(f"flow {name}: {failure}")
 

@@ -14,7 +14,8 @@ Every task retries with exponential backoff (``retry`` in the config) and return
 (:mod:`.stages`), also published as a table artifact (Prefect UI: Artifacts). A stage whose inputs
 are unchanged is skipped and says so. A stage that still fails after its retries ends the flow run
 (state Failed) with :class:`StageFailed`, which carries every summary so far: stages committed before
-it keep their table versions (each stage commits atomically through the run contract).
+it keep their table versions (each stage commits atomically through the run contract). Training is
+optional: a failed ``train-<arch>`` is reported (status failed) and the flow goes on without that model.
 
 With ``PREFECT_API_URL`` unset, :func:`run_flow` runs under Prefect's temporary local server (no
 server to install or start); Prefect's home is then ``<lake>/_prefect`` unless ``PREFECT_HOME`` is set.
@@ -127,7 +128,11 @@ class _Runner:
         self.summaries: list[dict[str, Any]] = []
         self.attempts: dict[str, int] = {}
 
-    def __call__(self, name: str, fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    def __call__(self, name: str, fn: Callable[..., dict[str, Any]], *args: Any, optional: bool = False
+                 ) -> dict[str, Any]:
+        """Run one stage; a required stage that fails after its retries raises :class:`StageFailed`, an
+        optional one (training) is reported as failed and the flow goes on (annotation works without
+        models: the ranker falls back to library evidence and the prior)."""
         retry = self.cfg.retry
         t = stage_task.with_options(name=name, task_run_name=name, retries=retry.retries,
                                     retry_delay_seconds=retry.delays() or 0)
@@ -138,6 +143,9 @@ class _Runner:
             failed = {"stage": name, "status": "failed", "attempts": self.attempts.get(name, 0), "error": error}
             self.summaries.append(failed)
             log.error("stage %s failed after %d attempt(s): %s", name, failed["attempts"], error)
+            if optional:
+                failed["optional"] = True
+                return failed
             _flow_artifact(self.summaries)
             raise StageFailed(name, error, self.summaries) from exc
         self.summaries.append(summary)
@@ -163,7 +171,7 @@ def _run(stage_names: list[str], config: str | None, params: dict[str, Any] | No
         for name in stage_names:
             if name == "train":
                 for arch in cfg.architectures:
-                    run(stages.stage_name(cfg, name, arch), stages.train, arch)
+                    run(stages.stage_name(cfg, name, arch), stages.train, arch, optional=True)
             else:
                 run(stages.stage_name(cfg, name), getattr(stages, name))
     _flow_artifact(run.summaries)

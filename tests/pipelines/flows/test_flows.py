@@ -148,3 +148,21 @@ def test_unreadable_source_fails_refresh_without_touching_the_lake(runs):
     row = next(line for line in res.output.splitlines() if line.startswith("ingest"))
     assert row.split()[1:3] == ["failed", "2"]
     assert _versions(runs["root"] / "lake") == runs["after_second"]
+
+
+def test_failed_training_is_optional(runs):
+    """`retrain` with invalid arch1 settings: train-arch1 fails on both tries and is reported as failed,
+    the flow goes on (prepare runs its skip check) and ends without a failure; no table changes."""
+    from speclake.pipelines.flows.flows import run_flow
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PREFECT_HOME", str(runs["root"] / "prefect"))
+        summaries, failure = run_flow("retrain", str(runs["config"]),
+                                      {"architectures": "arch1", "train.model": "{arch1: {no_such_setting: 1}}"})
+    assert failure is None
+    by = _by_stage(summaries)
+    assert list(by) == ["features", "train-arch1", "prepare"]
+    assert by["train-arch1"]["status"] == "failed" and by["train-arch1"]["attempts"] == 2
+    assert by["train-arch1"]["optional"] and "no_such_setting" in by["train-arch1"]["error"]
+    assert by["features"]["status"] == by["prepare"]["status"] == "skipped"
+    assert _versions(runs["root"] / "lake") == runs["after_second"]
