@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=10.0, help="VAE training budget (wall minutes); mapper 1/5")
     ap.add_argument("--vae", default='{"embedding": 48, "hidden": 192, "latent": 48, "max_len": 72}',
                     help="VaeSettings JSON")
+    ap.add_argument("--train", default="{}", help="DenovoTrainSettings JSON overrides (batch_size, lr, beta, ...)")
     ap.add_argument("--retrain", action="store_true")
     ap.add_argument("--queries", type=int, default=100, help="test-split structures evaluated")
     ap.add_argument("--draws", type=int, default=500, help="latent points decoded per query")
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                                        vae=json.loads(args.vae), vae_epochs=1000, vae_seconds=args.minutes * 60,
                                        mapper_epochs=1000, mapper_seconds=args.minutes * 12, batch_size=128,
                                        warmup_steps=2000, checkpoint_epochs=1, torch_threads=2,
-                                       seed=args.seed, figure_samples=500)
+                                       seed=args.seed, figure_samples=500, **json.loads(args.train))
         t0 = time.perf_counter()
         trained = train_denovo(lake, settings, num_cpus=2)
         out["train_seconds"] = round(time.perf_counter() - t0, 1)
