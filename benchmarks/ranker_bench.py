@@ -25,6 +25,9 @@ the test structures by InChIKey-14), and the table gives hit@1/5/20 with 95 % bo
 (structures resampled) overall, per ion mode and per novelty stratum (max Tanimoto of the truth to the
 training structures) for: fused, every evidence column alone, fused without each column (ablation),
 library+prior, the library prior and random ranking of the same lists; then fused minus prior (paired).
+``--fragmenter-top N`` (default 20) adds a re-ranking stage: the MetFrag-style in-silico fragmenter's evidence
+(:mod:`speclake.serving.annotate.fragmenter`) on the fused top N, the fusion refitted with it
+(``fused+fragmenter``), and the fragmenter's score alone on that top N (``fragmenter@top``).
 JSON to benchmarks/results/ranker_bench.json (git-ignored).
 """
 from __future__ import annotations
@@ -121,6 +124,56 @@ def method_scores(data: dict[str, Any], names: tuple[str, ...], train: tuple[lis
     return out, {"weights": dict(zip(names, fused.weights.tolist()))}
 
 
+def with_fragmenter(data: dict[str, Any], stage1: Any, top: int, fragmenter: Any) -> list[np.ndarray]:
+    """Evidence matrices of ``data`` with the MetFrag-style fragmenter's columns
+    (:data:`~speclake.serving.annotate.fragmenter.FRAGMENTER_FEATURES`) appended: computed for the ``top``
+    candidates of each list by the ``stage1`` fusion (a re-ranking stage: in-silico fragmentation of every
+    candidate costs ~1-2 ms), the rest of the list given the lowest computed value (never better)."""
+    from speclake.serving.annotate.fragmenter import FRAGMENTER_FEATURES
+
+    out = []
+    for q, cands, X in zip(data["queries"], data["cands"], data["X"]):
+        F = np.zeros((len(cands), len(FRAGMENTER_FEATURES)))
+        if len(cands):
+            order = np.argsort(-stage1.score(X), kind="stable")[:top]
+            F_top = fragmenter.features(q, [cands[i] for i in order])
+            F[:] = F_top.min(axis=0)
+            F[order] = F_top
+        out.append(np.hstack([X, F]))
+    return out
+
+
+def fragmenter_rows(te: dict[str, Any], va: dict[str, Any], kn: dict[str, Any], names: tuple[str, ...], l2: float,
+                    top: int) -> tuple[dict[str, dict[int, np.ndarray]], dict[str, Any]]:
+    """hit@k of ``fused+fragmenter`` (the fusion refitted with the fragmenter's columns on its top candidates)
+    and of the fragmenter's score alone on the same top candidates (the rest in stage-1 order below)."""
+    from speclake.serving.annotate.fragmenter import FRAGMENTER_FEATURES, Fragmenter
+    from speclake.serving.annotate.fusion import fit_listwise, ranks_of_truth
+
+    t0 = time.process_time()
+    stage1 = fit_listwise(va["X"] + kn["X"], va["truth"] + kn["truth"], names, l2=l2)
+    frag = Fragmenter()
+    X_tr = with_fragmenter(va, stage1, top, frag) + with_fragmenter(kn, stage1, top, frag)
+    X_te = with_fragmenter(te, stage1, top, frag)
+    cpu = time.process_time() - t0
+    all_names = tuple(names) + FRAGMENTER_FEATURES
+    fused = fit_listwise(X_tr, va["truth"] + kn["truth"], all_names, l2=l2)
+    n = len(names)
+
+    def alone(X: np.ndarray) -> np.ndarray:   # fragmenter score on the top, stage-1 order below it
+        s1 = stage1.score(X[:, :n])
+        rank1 = np.argsort(np.argsort(-s1, kind="stable"), kind="stable")
+        return np.where(rank1 < top, 10.0 + X[:, n], -rank1.astype(np.float64))
+
+    out = {"fused+fragmenter": hits_of(ranks_of_truth([fused.score(X) if len(X) else np.zeros(0) for X in X_te],
+                                                      te["truth"])),
+           "fragmenter@top": hits_of(ranks_of_truth([alone(X) if len(X) else np.zeros(0) for X in X_te],
+                                                    te["truth"]))}
+    n_lists = len(X_tr) + len(X_te)
+    return out, {"fragmenter_weights": dict(zip(all_names, fused.weights.tolist())),
+                 "fragmenter_top": top, "fragmenter_cpu_s_per_list": cpu / max(n_lists, 1)}
+
+
 def groups_of(data: dict[str, Any], novelty: np.ndarray) -> dict[str, np.ndarray]:
     """Query indexes of: all, each ion mode, each novelty stratum."""
     from speclake.training.metrics import novelty_labels, novelty_stratum
@@ -192,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--known-fraction", type=float, default=0.25)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fragmenter-top", type=int, default=20,
+                    help="re-rank the fused top N with the MetFrag-style fragmenter's evidence (0: off)")
     ap.add_argument("--structures", nargs="*", type=Path,
                     default=[DATA / "structures" / "zinc_moses_1.9M.smi.gz",
                              DATA / "structures" / "massbank_isomers.smi.gz"],
@@ -257,11 +312,19 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         te, va, kn = (lists[mode][s] for s in ("test", "validation", "known"))
         methods, fit_info = method_scores(te, names, (va["X"] + kn["X"], va["truth"] + kn["truth"]), settings.l2)
+        if args.fragmenter_top:
+            frag_methods, frag_info = fragmenter_rows(te, va, kn, names, settings.l2, args.fragmenter_top)
+            methods.update(frag_methods)
+            fit_info.update(frag_info)
         rows = table(methods, groups_of(te, nov), keys, args.bootstrap, args.seed)
         info = {"n_test": len(te["X"]), "n_structures": len(test_keys), "n_fit": len(va["X"]) + len(kn["X"]),
                 "truth_in_candidates": float(np.mean([t is not None for t in te["truth"]])),
                 "mean_candidates": float(np.mean([len(c) for c in te["cands"]])), **fit_info}
         print_table(mode, rows, info)
+        if "fragmenter_cpu_s_per_list" in info:
+            print(f"fragmenter on the top {info['fragmenter_top']}: {1000 * info['fragmenter_cpu_s_per_list']:.0f} "
+                  f"CPU ms per list (fragmentation + scoring); fused+fragmenter weights: "
+                  + ", ".join(f"{k} {v:+.2f}" for k, v in info["fragmenter_weights"].items()))
         v = verdict(rows)
         print("\n".join(v))
         timings[f"table_{mode}"] = time.perf_counter() - t0
