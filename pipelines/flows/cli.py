@@ -39,7 +39,8 @@ def format_summaries(summaries: list[dict[str, Any]]) -> str:
     rows = []
     for s in summaries:
         counts = ", ".join(f"{k} {v}" for k, v in (s.get("counts") or {}).items())
-        detail = s.get("error") or (s.get("reason", "") if s["status"] == "skipped" else counts or s.get("reason", ""))
+        error = (s.get("error") or "").strip().splitlines()
+        detail = error[0] if error else (s.get("reason", "") if s["status"] == "skipped" else counts or s.get("reason", ""))
         rows.append((s["stage"], s["status"], s.get("attempts", ""), f"{s.get('seconds', 0):.1f}", s.get("run_id", ""),
                      detail))
     return format_table(["stage", "status", "tries", "wall s", "run", "detail"], rows, len(rows), width=110)
@@ -77,9 +78,14 @@ def run_cmd(name: str, config_path: str | None, params: tuple[str, ...], as_json
     for s in summaries:
         if s["status"] == "failed" and s.get("optional"):
             click.echo(f"warning: optional stage {s['stage']} failed after {s['attempts']} attempt(s); the flow went "
-                       f"on without it: {s['error']}", err=True)
+                       f"on without it: {_first_line(s['error'])}", err=True)
     if failure is not None:
-        raise click.ClickException(f"flow {name}: {failure}")
+        raise click.ClickException(f"flow {name}: {_first_line(str(failure))} (--json or -v for the whole error)")
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0] if lines else ""
 
 
 @flow_group.command("show")
