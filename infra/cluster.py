@@ -356,6 +356,25 @@ def _ray_node_ports() -> list[str]:
     return [str(x) for kv in ports.items() for x in kv]
 
 
+#: Connects to a Ray cluster and prints its alive nodes (JSON) once there are N of them (exit 1 on timeout).
+_NODES_SCRIPT = """
+import json, sys, time
+import ray
+address, n, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+ray.init(address=address, log_to_driver=False)
+deadline = time.monotonic() + timeout
+while True:
+    alive = [{"NodeID": x["NodeID"], "NodeManagerPort": x["NodeManagerPort"], "Resources": x["Resources"]}
+             for x in ray.nodes() if x["Alive"]]
+    if len(alive) >= n:
+        print(json.dumps(alive))
+        break
+    if time.monotonic() > deadline:
+        sys.exit(f"{len(alive)} of {n} Ray nodes alive after {timeout:.0f} s")
+    time.sleep(0.5)
+ray.shutdown()
+"""
+
 #: What ``ray start`` prints once its node runs (the next node is started only then).
 RAY_STARTED = "Ray runtime started"
 
@@ -427,23 +446,24 @@ class RayLocalCluster:
         return self
 
     def wait_for_nodes(self, n: int, timeout: float) -> list[dict[str, Any]]:
-        """The alive nodes once there are ``n`` of them (``ray.nodes()``; connects this process if needed).
+        """The alive nodes (``ray.nodes()`` entries) once there are ``n`` of them.
 
-        Ray reads its auth settings when it is first imported: a driver process sets :meth:`env` before that."""
-        for key, value in self.env().items():
-            os.environ.setdefault(key, value)
-        import ray
-
-        connected_here = False
-        if not ray.is_initialized():
-            ray.init(address=self.address, log_to_driver=False)
-            connected_here = True
+        Asked by a short-lived Python process with :meth:`env`: this process may hold a Ray connection of
+        its own (a local Ray), and Ray reads its auth settings once, when first imported."""
+        env = {**os.environ, **self.env()}
+        env.pop("RAY_ADDRESS", None)
+        proc = subprocess.Popen([sys.executable, "-c", _NODES_SCRIPT, self.address, str(n), str(timeout)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         try:
-            return wait_until(lambda: (alive := [x for x in ray.nodes() if x["Alive"]]) and len(alive) >= n and alive,
-                              timeout, f"{n} Ray nodes at {self.address}", interval=0.5, alive=self._died)
+            wait_until(lambda: proc.poll() is not None, timeout + 60, f"{n} Ray nodes at {self.address}",
+                       alive=self._died)
         finally:
-            if connected_here:
-                ray.shutdown()
+            if proc.poll() is None:
+                proc.kill()
+            out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise ClusterError(f"{n} Ray nodes at {self.address}: not within {timeout:.0f} s\n{err[-2000:]}")
+        return json.loads(out.strip().splitlines()[-1])
 
     def pids(self) -> list[int]:
         """Processes of the cluster still running: the nodes' sessions and anything naming its temp dir."""
@@ -492,7 +512,6 @@ def main() -> None:
     base = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="speclake-cluster-"))
     spark = SparkStandalone(base / "spark")
     ray_cluster = RayLocalCluster()
-    os.environ.update(ray_cluster.env())  # before Ray is imported (it reads its auth settings then)
     try:
         spark.start()
         ray_cluster.start()
