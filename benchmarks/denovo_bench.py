@@ -240,11 +240,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. model
     if args.retrain or not list_denovo(lake):
-        settings = DenovoTrainSettings(structures=[args.structures], structure_limit=args.limit,
-                                       vae=json.loads(args.vae), vae_epochs=1000, vae_seconds=args.minutes * 60,
-                                       mapper_epochs=1000, mapper_seconds=args.minutes * 12, batch_size=128,
-                                       warmup_steps=2000, checkpoint_epochs=1, torch_threads=2,
-                                       seed=args.seed, figure_samples=500, **json.loads(args.train))
+        base = {"structures": [args.structures], "structure_limit": args.limit, "vae": json.loads(args.vae),
+                "vae_epochs": 1000, "vae_seconds": args.minutes * 60, "mapper_epochs": 1000,
+                "mapper_seconds": args.minutes * 12, "batch_size": 128, "warmup_steps": 2000, "checkpoint_epochs": 1,
+                "torch_threads": 2, "seed": args.seed, "figure_samples": 500}
+        settings = DenovoTrainSettings.model_validate({**base, **json.loads(args.train)})
         t0 = time.perf_counter()
         trained = train_denovo(lake, settings, num_cpus=2)
         out["train_seconds"] = round(time.perf_counter() - t0, 1)
