@@ -12,7 +12,6 @@ import gzip
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
