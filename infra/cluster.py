@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from speclake.infra.config import expand_env, load_config
 
 log = logging.getLogger(__name__)
 
@@ -82,44 +83,8 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, *, interval:
         time.sleep(interval)
 
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def expand_env(text: str, env: dict[str, str] | None = None) -> str:
-    """``${VAR}`` and ``${VAR:-default}`` replaced by the environment's value (or the default).
-
-    A ``${VAR}`` without default whose variable is unset raises a :class:`KeyError` naming it."""
-    env = os.environ if env is None else env
-
-    def one(m: re.Match[str]) -> str:
-        name, default = m.group(1), m.group(2)
-        if env.get(name):
-            return env[name]
-        if default is None:
-            raise KeyError(f"environment variable {name} is not set and ${{{name}}} has no default")
-        return default
-
-    return _ENV_REF.sub(one, text)
-
-
-def load_cluster_config(path: str | os.PathLike[str], env: dict[str, str] | None = None):  # -> PlatformConfig
-    """:func:`~speclake.infra.config.load_config` of a YAML whose ``${VAR:-default}`` references are
-    expanded first (``infra/cluster.yaml`` takes its addresses from the environment this way)."""
-    import yaml
-
-    from speclake.infra.config import ConfigError, parse_config
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    try:
-        text = expand_env(path.read_text(encoding="utf-8"), env)
-        data = yaml.safe_load(text)
-    except KeyError as exc:
-        raise ConfigError(f"{path}: {exc.args[0]}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_config(data, path.resolve().parent, origin=str(path))
+#: One loader for every config: ``${VAR:-default}`` references are expanded by :func:`.config.load_config`.
+load_cluster_config = load_config
 
 
 def session_pids(sids: set[int]) -> list[int]:

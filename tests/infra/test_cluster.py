@@ -54,7 +54,7 @@ def test_expand_env_takes_values_then_defaults_and_names_a_missing_variable():
     """${VAR} and ${VAR:-default} are filled from the environment given; an unset ${VAR} without default is refused."""
     env = {"MASTER": "spark://m:7077", "EMPTY": ""}
     assert expand_env("a: ${MASTER:-local[2]}\nb: ${OTHER:-x y}\nc: ${EMPTY:-d}", env) == "a: spark://m:7077\nb: x y\nc: d"
-    with pytest.raises(KeyError, match="NOPE is not set"):
+    with pytest.raises(ConfigError, match="NOPE is not set"):
         expand_env("lake: ${NOPE}", env)
 
 
