@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from speclake.lake.catalog import CATALOG_DIR, Lake
+from speclake.serving.annotate.job import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +30,6 @@ def ledger_dir(lake_dir: str | os.PathLike[str]) -> Path:
     return Path(lake_dir) / CATALOG_DIR / FLOWS_DIR
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file's bytes (OSError when it cannot be read)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def files_digest(paths: Iterable[str | os.PathLike[str]]) -> dict[str, str]:

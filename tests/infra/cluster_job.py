@@ -24,13 +24,13 @@ STEP_TIMEOUT = {"ingest": 240, "train": 240, "annotate": 240}
 
 
 @contextmanager
-def step(name: str, timings: dict[str, float]) -> Iterator[None]:
-    """Time one step; a TimeoutError is raised in it past ``STEP_TIMEOUT[name]`` seconds."""
+def step(name: str, timings: dict[str, float], limits: dict[str, float] = STEP_TIMEOUT) -> Iterator[None]:
+    """Time one step; a TimeoutError is raised in it (the main thread) past ``limits[name]`` seconds."""
     def expired(signum, frame):
-        raise TimeoutError(f"cluster job step {name!r} took more than {STEP_TIMEOUT[name]} s")
+        raise TimeoutError(f"cluster step {name!r} took more than {limits[name]} s")
 
     previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, STEP_TIMEOUT[name])
+    signal.setitimer(signal.ITIMER_REAL, limits[name])
     t0 = time.perf_counter()
     try:
         yield

@@ -5,14 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
@@ -22,6 +18,7 @@ from speclake.infra.cluster import (QUICK_DAEMON_JVM, ClusterError, RayClusterSe
                                     load_cluster_config)
 from speclake.infra.config import ConfigError
 from tests.conftest import REPO, SAMPLE
+from tests.infra import cluster_job
 from tests.serving.annotate.conftest import blind_mgf
 from tests.training.conftest import TINY_MODELS
 
@@ -32,22 +29,9 @@ CLUSTER_YAML = REPO / "infra" / "cluster.yaml"
 STEP_TIMEOUT = {"start": 150, "job": 600, "stop": 90}
 
 
-@contextmanager
-def step(name: str, timings: dict[str, float]) -> Iterator[None]:
-    """Time one step and fail it (TimeoutError raised in the test's thread) past ``STEP_TIMEOUT[name]``."""
-    def expired(signum, frame):
-        raise TimeoutError(f"cluster test step {name!r} took more than {STEP_TIMEOUT[name]} s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, STEP_TIMEOUT[name])
-    t0 = time.perf_counter()
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-        timings[name] = round(time.perf_counter() - t0, 1)
-        log.info("cluster step %s: %.1f s", name, timings[name])
+def step(name: str, timings: dict[str, float]):
+    """Time one step of the test and fail it (TimeoutError raised in the test's thread) past ``STEP_TIMEOUT[name]``."""
+    return cluster_job.step(name, timings, STEP_TIMEOUT)
 
 
 def test_expand_env_takes_values_then_defaults_and_names_a_missing_variable():
