@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         base = {"structures": [args.structures], "structure_limit": args.limit, "vae": json.loads(args.vae),
                 "vae_epochs": 1000, "vae_seconds": args.minutes * 60, "mapper_epochs": 1000,
                 "mapper_seconds": args.minutes * 12, "batch_size": 128, "warmup_steps": 2000, "checkpoint_epochs": 1,
-                "torch_threads": 2, "seed": args.seed, "figure_samples": 500}
+                "torch_threads": 1, "seed": args.seed, "figure_samples": 500}
         settings = DenovoTrainSettings.model_validate({**base, **json.loads(args.train)})
         t0 = time.perf_counter()
         trained = train_denovo(lake, settings, num_cpus=2)
