@@ -305,11 +305,15 @@ def echo_report(report: PrepareReport) -> None:
               help="Validation-split spectra the ranker is fitted and calibrated on (at most).")
 @click.option("--test", "n_test", type=click.IntRange(min=1), default=5000, show_default=True,
               help="Test-split spectra the ranker is evaluated on (at most).")
+@click.option("--fragmenter-top", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Re-rank the ranker's top N with MetFrag-style in-silico fragmentation (more right rank-1 "
+                   "answers; 1-3 ms per candidate and scan, so annotation is slower); 0: off.")
 @click.option("--index-name", default="fingerprint", show_default=True, help="Structure index of the lake.")
 @click.option("--num-cpus", type=click.IntRange(min=1), default=None, help="CPUs of a local Ray (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def annotate_prepare_cmd(lake_dir: Path, structures: tuple[str, ...], skip_features: bool, all_features: bool,
-                         validation: int, n_test: int, index_name: str, num_cpus: int | None, as_json: bool) -> None:
+                         validation: int, n_test: int, fragmenter_top: int, index_name: str, num_cpus: int | None,
+                         as_json: bool) -> None:
     """Prepare a freshly ingested lake for `speclake annotate` (each step skipped when up to date).
 
     \b
@@ -334,7 +338,7 @@ def annotate_prepare_cmd(lake_dir: Path, structures: tuple[str, ...], skip_featu
     settings = PrepareSettings(features=None if all_features else ["descriptors"], skip_features=skip_features,
                                index_name=index_name, structures=list(structures), num_cpus=num_cpus,
                                ranker=RankerSettings(index_name=index_name, max_validation=validation,
-                                                     max_test=n_test))
+                                                     max_test=n_test, fragmenter_top=fragmenter_top))
     with _bar() as progress:
         report = prepare_lake(lake_dir, settings=settings, progress=progress)
     if as_json:

@@ -71,6 +71,9 @@ class RankerSettings(BaseModel):
     max_test: int | None = Field(5000, ge=1)
     l2: float = Field(1e-2, ge=0)
     folds: int = Field(2, ge=2, description="structure-disjoint folds of validation for out-of-fold calibration")
+    fragmenter_top: int = Field(
+        0, ge=0, description="re-rank the top N of the fused ranking with MetFrag-style in-silico fragmentation "
+        "evidence (serving.annotate.fragmenter; ~1-3 ms per candidate); 0: off")
     known_fraction: float = Field(
         0.25, ge=0, lt=1, description="share of the fusion's training queries that are *known* structures: "
         "training-split spectra whose structure has other library spectra, searched with their own spectrum left "
@@ -102,12 +105,27 @@ class Ranker:
     """
 
     def __init__(self, name: str, evidence: EvidenceBuilder, fusion: LinearFusion | None = None,
-                 calibrator: IsotonicCalibrator | None = None, metrics: dict[str, Any] | None = None) -> None:
+                 calibrator: IsotonicCalibrator | None = None, metrics: dict[str, Any] | None = None,
+                 rerank: "Rerank | None" = None) -> None:
         self.name = name
         self.evidence = evidence
         self.fusion = fusion
         self.calibrator = calibrator
         self.metrics = metrics or {}
+        self.rerank = rerank
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The evidence columns the fusion reads (the re-ranking stage's appended)."""
+        return self.evidence.names + (self.rerank.names if self.rerank is not None else ())
+
+    def matrices(self, queries: Sequence[Query], candidates: Sequence[Sequence[Candidate]],
+                 hits: Hits | None = None) -> list[np.ndarray]:
+        """Evidence of every list, with the re-ranking stage's columns when there is one."""
+        X = self.evidence.matrices(queries, candidates, hits)
+        if self.rerank is not None:
+            X = self.rerank.extend(queries, candidates, X)
+        return X
 
     @property
     def calibrated(self) -> bool:
@@ -125,15 +143,45 @@ class Ranker:
              hits: Hits | None = None) -> list[Ranked]:
         """Each query's candidates best first (ties by InChIKey-14), their evidence in ``Candidate.features``."""
         out = []
-        for q, cands, X in zip(queries, candidates, self.evidence.matrices(queries, candidates, hits)):
+        names = self.names
+        for q, cands, X in zip(queries, candidates, self.matrices(queries, candidates, hits)):
             s = self.scores(X)
             order = sorted(range(len(cands)), key=lambda i: (-s[i], cands[i].inchikey14))
             for i, c in enumerate(cands):
-                c.features.update(zip(self.evidence.names, X[i].tolist()))
+                c.features.update(zip(names, X[i].tolist()))
             conf = None
             if self.calibrator is not None and len(cands):
                 conf = float(self.calibrator([softmax(s)[order[0]]])[0])
             out.append(Ranked(q, [cands[i] for i in order], [float(s[i]) for i in order], self.name, conf))
+        return out
+
+
+class Rerank:
+    """A re-ranking stage: the MetFrag-style fragmenter's evidence (:data:`.fragmenter.FRAGMENTER_FEATURES`)
+    computed for the ``top`` candidates of each list by the ``stage1`` fusion (in-silico fragmentation costs
+    ~1-3 ms per candidate, too much for every candidate of a mass window); the other candidates get the
+    lowest value computed in their list, so they are never helped by it."""
+
+    def __init__(self, stage1: LinearFusion, top: int) -> None:
+        from .fragmenter import FRAGMENTER_FEATURES, Fragmenter
+
+        self.stage1 = stage1
+        self.top = top
+        self.names: tuple[str, ...] = FRAGMENTER_FEATURES
+        self.fragmenter = Fragmenter()
+
+    def extend(self, queries: Sequence[Query], candidates: Sequence[Sequence[Candidate]],
+               X_list: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Each evidence matrix with the fragmenter's columns appended."""
+        out = []
+        for q, cands, X in zip(queries, candidates, X_list):
+            F = np.zeros((len(cands), len(self.names)))
+            if len(cands):
+                order = np.argsort(-self.stage1.score(X), kind="stable")[:self.top]
+                F_top = self.fragmenter.features(q, [cands[i] for i in order])
+                F[:] = F_top.min(axis=0)
+                F[order] = F_top
+            out.append(np.hstack([X, F]))
         return out
 
 
@@ -195,13 +243,19 @@ def load_ranker(lake: str | os.PathLike[str], method: str | None = None) -> Rank
         names = [FALLBACK] + [r["ranker_id"] for r in fitted]
         raise ValueError(f"unknown ranker {method!r}; choose from {', '.join(names)}")
     fusion = LinearFusion.from_dict(json.loads((d / "weights.json").read_text()))
-    base, extra = tuple(fusion.features[:len(FEATURES)]), fusion.features[len(FEATURES):]
-    if base != FEATURES or not all(f.startswith("model:") for f in extra):
+    rerank = None
+    if (d / "stage1.json").is_file():
+        stage1 = json.loads((d / "stage1.json").read_text())
+        rerank = Rerank(LinearFusion.from_dict(stage1["fusion"]), int(stage1["top"]))
+    features = fusion.features[:len(fusion.features) - len(rerank.names)] if rerank else fusion.features
+    base, extra = tuple(features[:len(FEATURES)]), features[len(FEATURES):]
+    if (base != FEATURES or not all(f.startswith("model:") for f in extra)
+            or (rerank and tuple(fusion.features[len(features):]) != rerank.names)):
         raise ValueError(f"ranker {method} was fitted on features {fusion.features}, this code makes {FEATURES} "
-                         f"(+ model:<id>); fit it again")
+                         f"(+ model:<id>, + the fragmenter's); fit it again")
     cal = IsotonicCalibrator.from_dict(json.loads((d / "calibration.json").read_text()))
     metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").is_file() else {}
-    return Ranker(method, _builder(lake, [f.partition(":")[2] for f in extra]), fusion, cal, metrics)
+    return Ranker(method, _builder(lake, [f.partition(":")[2] for f in extra]), fusion, cal, metrics, rerank)
 
 
 def lake_inputs(lake: str | os.PathLike[str], index_name: str = "fingerprint") -> dict[str, Any]:
@@ -415,6 +469,14 @@ def _fit(lake: str | os.PathLike[str], settings: RankerSettings, source: Any, ru
     keys = val_keys + known_keys
     train_X, train_truth = val["X"] + known["X"], val["truth"] + known["truth"]
     train_cands = val["cands"] + known["cands"]
+    rerank = None
+    if settings.fragmenter_top:   # stage 1 on the evidence, then the fragmenter's columns on its top N
+        with run.stage("fragmenter"):
+            rerank = Rerank(fit_listwise(train_X, train_truth, names, l2=settings.l2), settings.fragmenter_top)
+            train_X = rerank.extend(val["queries"] + known["queries"], train_cands, train_X)
+            test["X"] = rerank.extend(test["queries"], test["cands"], test["X"])
+            known_test["X"] = rerank.extend(known_test["queries"], known_test["cands"], known_test["X"])
+        names = names + rerank.names
     # out-of-fold rank-1 probabilities for the calibration, then the final fit on all validation
     t_fit = time.perf_counter()
     fold = _folds(keys, settings.folds, settings.seed)
@@ -475,14 +537,14 @@ def _fit(lake: str | os.PathLike[str], settings: RankerSettings, source: Any, ru
         "seconds": time.perf_counter() - t_start,
     }
     t_reg = run.lap("evaluate", t0)
-    ranker_id = _save(lake, settings, fusion, calibrator, metrics, sorted(set(keys)), inputs)
+    ranker_id = _save(lake, settings, fusion, calibrator, metrics, sorted(set(keys)), inputs, rerank)
     run.lap("register", t_reg)
     return ranker_id, metrics
 
 
 def _save(lake: str | os.PathLike[str], settings: RankerSettings, fusion: LinearFusion,
           calibrator: IsotonicCalibrator, metrics: dict[str, Any], structures: list[str],
-          inputs: dict[str, Any] | None = None) -> str:
+          inputs: dict[str, Any] | None = None, rerank: Rerank | None = None) -> str:
     """Write the artifact into a temporary folder, then rename it into place (never half-written)."""
     now = datetime.now(timezone.utc)
     ranker_id = f"fusion-{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
@@ -497,6 +559,8 @@ def _save(lake: str | os.PathLike[str], settings: RankerSettings, fusion: Linear
                                    "settings": settings.model_dump(), "inputs": inputs or {}},
                  "weights.json": fusion.to_dict(), "calibration.json": calibrator.to_dict(),
                  "metrics.json": metrics, "training_structures.json": structures}
+        if rerank is not None:
+            files["stage1.json"] = {"top": rerank.top, "fusion": rerank.stage1.to_dict()}
         for name, obj in files.items():
             (tmp / name).write_text(json.dumps(obj, indent=1, default=float))
         os.replace(tmp, root / ranker_id)

@@ -25,7 +25,8 @@ def lake(sample_feature_lake, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fitted(lake):
-    return fit_ranker(lake, RankerSettings(max_formulas=2))
+    """A ranker with the fragmenter's re-ranking stage on its top 3 (the plain fusion is its first stage)."""
+    return fit_ranker(lake, RankerSettings(max_formulas=2, fragmenter_top=3))
 
 
 def test_lake_without_ranker_falls_back_to_uncalibrated_library_prior(lake):
@@ -119,7 +120,9 @@ def test_default_is_the_newest_fitted_ranker_with_a_confidence(lake, fitted):
     for r in ranker.rank(queries, cands, library_hits(lake, queries)):
         if r.candidates:
             assert 0.0 <= r.confidence <= 1.0
-            assert set(r.candidates[0].features) >= {"prior", "analogue", "tree_gap"}
+            assert set(r.candidates[0].features) >= {"prior", "analogue", "tree_gap", "frag_score"}
+            frag = [c.features["frag_score"] for c in r.candidates]
+            assert sum(v > min(frag) for v in frag) <= 2, "fragmented: stage 1's top 3; the rest get their lowest"
         else:
             assert r.confidence is None
     with pytest.raises(ValueError, match="unknown ranker"):
