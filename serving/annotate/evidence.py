@@ -212,22 +212,33 @@ class EvidenceBuilder:
             out[lo:lo + chunk] = inter.max(axis=1)
         return out
 
-    def warm_priors(self, cands: Sequence[Candidate]) -> None:
-        """Compute the priors of every not yet cached skeleton among ``cands`` in one batch."""
+    def warm_priors(self, cands: Sequence[Candidate]) -> dict[str, float]:
+        """Compute the priors of every not yet cached skeleton among ``cands`` in one batch; returns the prior
+        of each of their non-library skeletons (also those a small cache evicted meanwhile)."""
+        out: dict[str, float] = {}
         todo: dict[str, Candidate] = {}
         for c in cands:
-            if c.inchikey14 not in self.reference.key_row and c.inchikey14 not in self._prior:
-                todo.setdefault(c.inchikey14, c)
+            k = c.inchikey14
+            if k in self.reference.key_row or k in out or k in todo:
+                continue
+            v = self._prior.get(k)
+            if v is None:
+                todo[k] = c
+            else:
+                self._prior.move_to_end(k)   # in use: not the next evicted
+                out[k] = v
         if todo:
-            vals = self._max_tanimoto(self.fps.of(list(todo.values())))
-            self._prior.update(zip(todo, vals.tolist()))
+            new = dict(zip(todo, self._max_tanimoto(self.fps.of(list(todo.values()))).tolist()))
+            out.update(new)
+            self._prior.update(new)
             while len(self._prior) > self._prior_max:
                 self._prior.popitem(last=False)
+        return out
 
     def prior(self, cands: Sequence[Candidate]) -> np.ndarray:
         """Library prior of each candidate (cached per InChIKey-14; 1.0 for a library structure)."""
-        self.warm_priors(cands)
-        return np.array([1.0 if c.inchikey14 in self.reference.key_row else self._prior[c.inchikey14]
+        vals = self.warm_priors(cands)
+        return np.array([1.0 if c.inchikey14 in self.reference.key_row else vals[c.inchikey14]
                          for c in cands], np.float64)
 
     def _hit_features(self, hits: Sequence[Any], fps: np.ndarray, query_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -275,7 +286,13 @@ class EvidenceBuilder:
                  hits: Mapping[str, Sequence[Sequence[Any]]] | None = None) -> list[np.ndarray]:
         """:meth:`features` of every query (model scores batched over the queries); ``hits``: mode -> per
         query list of hits."""
-        self.warm_priors([c for cands in candidates for c in cands])
+        block: list[Candidate] = []   # priors warmed in blocks that fit the cache (a block evicts older ones)
+        for cands in candidates:
+            block.extend(cands)
+            if len(block) >= self._prior_max // 4:
+                self.warm_priors(block)
+                block = []
+        self.warm_priors(block)
         out = []
         for i, (q, cands) in enumerate(zip(queries, candidates)):
             qh = {m: h[i] for m, h in (hits or {}).items() if h is not None and i < len(h)}

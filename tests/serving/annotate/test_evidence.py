@@ -49,6 +49,19 @@ def test_prior_is_one_for_a_library_structure_and_lower_for_unrelated(builder):
     np.testing.assert_array_equal(prior, again, "cached priors are the same")
 
 
+def test_prior_cache_smaller_than_the_candidates_never_loses_a_prior_in_use():
+    """A prior cache of 2 entries over lists of 2 and more distinct skeletons (the study-scale case: more
+    candidates than cache): every list still gets its priors, equal to an unbounded cache's."""
+    small = EvidenceBuilder(_reference(), {}, prior_cache_size=2)
+    big = EvidenceBuilder(_reference(), {})
+    lists = [[_cand("ZFAHNWWNDFHPOH", THEOPHYLLINE), _cand("ZSIAUFGUXNUGDI", HEXANOL)],
+             [_cand("ZSIAUFGUXNUGDI", HEXANOL), _cand("AAAAAAAAAAAAAA", "CCO"), _cand("BBBBBBBBBBBBBB", "CCCO")],
+             [_cand("ZFAHNWWNDFHPOH", THEOPHYLLINE), _cand("CCCCCCCCCCCCCC", "c1ccccc1")]]
+    queries = [_query()] * len(lists)
+    for a, b in zip(small.matrices(queries, lists), big.matrices(queries, lists)):
+        np.testing.assert_array_equal(a[:, FEATURES.index("prior")], b[:, FEATURES.index("prior")])
+
+
 def test_analogue_evidence_follows_the_hits_structures(builder):
     cands = [_cand("RYYVLZVUVIJVGH", CAFFEINE), _cand("ZSIAUFGUXNUGDI", HEXANOL)]
     X = builder.features(_query(), cands, {"analogue": [_Hit("lib1", 0.8), _Hit("not-in-library", 0.9)]})
