@@ -229,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                              DATA / "structures" / "massbank_isomers.smi.gz"])
     ap.add_argument("--no-structures", action="store_true", help="candidates from the lake compounds only")
     ap.add_argument("--structures-limit", type=int, default=None, help="first N lines of each structure file")
+    ap.add_argument("--reuse-index", action="store_true",
+                    help="keep the work lake's structure index as it is (a rerun: no prefilter, no add)")
     ap.add_argument("--no-holdout", action="store_true", help="keep the study's spectra in the library")
     ap.add_argument("--ranker-queries", type=int, default=5000, help="validation (and test) spectra for fit_ranker")
     ap.add_argument("--refit", action="store_true", help="fit a new ranker even when one is registered")
@@ -279,11 +281,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'seconds':<28}{timings['lake']:.0f}")
 
     # -- 2. structure index -----------------------------------------------------------------------
+    from speclake.index.search import StructureIndex, index_dir
     from speclake.training.candidates import ensure_index
 
     t0 = time.perf_counter()
     files: list[Path] = []
-    if not args.no_structures:
+    if args.reuse_index:
+        from speclake.index.search import read_manifest
+
+        read_manifest(index_dir(work, "fingerprint"))   # IndexNotFound when there is none to reuse
+    elif not args.no_structures:
         files = [p for p in args.structures if p.exists()]
         if args.structures_limit:
             files = [_head(p, args.structures_limit, work / "models" / "_bench_structures") for p in files]
@@ -293,9 +300,10 @@ def main(argv: list[str] | None = None) -> int:
 
         files = prefilter_structure_files(files, [_window_queries(queries + val_q + test_q)], 10.0,
                                           work / "models" / "_prefilter")
-    ensure_index(work, [str(f) for f in files], required_inchikeys=sorted(holdout | {t["inchikey14"] for t in truths}))
+    if not args.reuse_index:
+        ensure_index(work, [str(f) for f in files],
+                     required_inchikeys=sorted(holdout | {t["inchikey14"] for t in truths}))
     timings["structure_index"] = time.perf_counter() - t0
-    from speclake.index.search import StructureIndex, index_dir
 
     idx = StructureIndex.open(index_dir(work, "fingerprint"))
     try:
