@@ -388,7 +388,7 @@ def _known_metrics(data: dict[str, Any], fusion: LinearFusion, calibrator: Isoto
                FALLBACK: hit_summary(ranks_of_truth([fallback_scores(X) if len(X) else np.zeros(0)
                                                       for X in data["X"]], data["truth"])),
                "random": _random_metrics(data, np.ones(n))["all"]}
-    has = np.array([len(X) > 0 for X in data["X"]])
+    has = np.array([len(X) > 0 for X in data["X"]], dtype=bool)
     conf = np.array([float(calibrator([_top_prob(fusion, X)])[0]) if len(X) else 0.0 for X in data["X"]])
     return {"n_queries": n, "n_structures": len({t["inchikey14"] for t in data["truths"]}),
             "truth_in_candidates": float(np.mean([t is not None for t in data["truth"]])),
@@ -456,7 +456,7 @@ def _fit(lake: str | os.PathLike[str], settings: RankerSettings, source: Any, ru
         with run.stage("known"):
             ratio = settings.known_fraction / (1.0 - settings.known_fraction)
             kfit, ktest = known_queries(lake, settings, round(len(val["queries"]) * ratio),
-                                        round(len(test["queries"]) * ratio))
+                                        round(max(len(test["queries"]), len(val["queries"])) * ratio))
             known = prepare_lists(lake, "known", settings, src, builder, kfit)
             known_test = prepare_lists(lake, "known test", settings, src, builder, ktest)
     val_keys = [t["inchikey14"] for t in val["truths"]]
@@ -510,7 +510,7 @@ def _fit(lake: str | os.PathLike[str], settings: RankerSettings, source: Any, ru
         ranks[f"alone:{name}"] = ranks_of_truth([sign * X[:, j] for X in test["X"]], test["truth"])
     methods = {name: _method_metrics(r, nov) for name, r in ranks.items()}
     methods["random"] = _random_metrics(test, nov)
-    has_t = np.array([len(X) > 0 for X in test["X"]])
+    has_t = np.array([len(X) > 0 for X in test["X"]], dtype=bool)
     conf = np.array([float(calibrator([_top_prob(fusion, X)])[0]) if len(X) else 0.0 for X in test["X"]])
     n_test = len(test["queries"])
     metrics = {
