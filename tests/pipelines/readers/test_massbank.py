@@ -183,12 +183,14 @@ def test_binary_garbage_is_not_text(tmp_path: Path):
 
 
 def test_bundled_sample_reads_cleanly(tmp_path: Path):
-    """speclake/sample: 293 CC BY/CC0 MassBank records + 76 GNPS spectra, no errors, annotations present."""
+    """speclake/sample's library files (what `speclake ingest` reads by default; the study/ folder beside them
+    is the demo's LC-MS/MS run, not library): 293 CC BY/CC0 MassBank records + 76 GNPS spectra, no errors,
+    annotations present."""
+    from speclake.cli import sample_inputs
     from speclake.pipelines.readers import read_split
     from speclake.pipelines.readers.splits import plan_splits
-    from tests.conftest import SAMPLE
 
-    results = [r for s in plan_splits([str(SAMPLE)], str(tmp_path)) for r in read_split(s)]
+    results = [r for s in plan_splits(sample_inputs(), str(tmp_path)) for r in read_split(s)]
     assert not errors(results), [e.reason for e in errors(results)][:3]
     by_fmt = {fmt: [r for r in results if r.fmt == fmt] for fmt in ("massbank", "mgf")}
     assert (len(by_fmt["massbank"]), len(by_fmt["mgf"])) == (293, 76)
