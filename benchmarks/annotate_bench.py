@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{a['random1']:>8.3f}{a['random5']:>8.3f}{a['random20']:>9.3f}")
     print(f"scans with candidates: {np.mean(r['n_candidates'] > 0):.3f}; mean candidates "
           f"{np.mean(r['n_candidates']):.0f}; truth in top {args.top_k}: {np.mean(r['rank'] > 0):.3f}")
-    if methods:
+    if methods and rm.get("n_queries"):
         print(f"\n6b. the ranker's own test split (fit_ranker: {rm.get('n_queries')} test spectra, library = "
               f"training split; truth a candidate {rm.get('truth_in_candidates', float('nan')):.3f}, "
               f"{rm.get('mean_candidates', float('nan')):.0f} candidates each)")
