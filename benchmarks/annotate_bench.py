@@ -319,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'seconds (prefilter + index)':<28}{timings['structure_index']:.0f}")
 
     # -- 3. library index + ranker ----------------------------------------------------------------
-    from speclake.serving.annotate.rankers import RankerSettings, fit_ranker, list_rankers, load_ranker
+    from speclake.serving.annotate.ranker_fit import fit_ranker
+    from speclake.serving.annotate.rankers import RankerSettings, list_rankers, load_ranker
     from speclake.serving.library import LibraryIndex
 
     t0 = time.perf_counter()

@@ -10,7 +10,7 @@ structure index grows (the formula candidates below) and the library index is bu
 
 Queries are blind lake spectra (precursor m/z, ion mode, peaks): validation split (structures novel to the
 library, which holds the training split) plus *known* training-split spectra searched leave-one-spectrum-out
-(:func:`speclake.serving.annotate.rankers.known_queries`) for fitting; the structure-disjoint test split
+(:func:`speclake.serving.annotate.ranker_fit.known_queries`) for fitting; the structure-disjoint test split
 for the table. Two candidate modes, as the evaluation reports them:
 
 * ``formula``: the structures of the index with the true molecular formula (the formula given, as
@@ -124,39 +124,20 @@ def method_scores(data: dict[str, Any], names: tuple[str, ...], train: tuple[lis
     return out, {"weights": dict(zip(names, fused.weights.tolist()))}
 
 
-def with_fragmenter(data: dict[str, Any], stage1: Any, top: int, fragmenter: Any) -> list[np.ndarray]:
-    """Evidence matrices of ``data`` with the MetFrag-style fragmenter's columns
-    (:data:`~speclake.serving.annotate.fragmenter.FRAGMENTER_FEATURES`) appended: computed for the ``top``
-    candidates of each list by the ``stage1`` fusion (a re-ranking stage: in-silico fragmentation of every
-    candidate costs ~1-2 ms), the rest of the list given the lowest computed value (never better)."""
-    from speclake.serving.annotate.fragmenter import FRAGMENTER_FEATURES
-
-    out = []
-    for q, cands, X in zip(data["queries"], data["cands"], data["X"]):
-        F = np.zeros((len(cands), len(FRAGMENTER_FEATURES)))
-        if len(cands):
-            order = np.argsort(-stage1.score(X), kind="stable")[:top]
-            F_top = fragmenter.features(q, [cands[i] for i in order])
-            F[:] = F_top.min(axis=0)
-            F[order] = F_top
-        out.append(np.hstack([X, F]))
-    return out
-
-
 def fragmenter_rows(te: dict[str, Any], va: dict[str, Any], kn: dict[str, Any], names: tuple[str, ...], l2: float,
                     top: int) -> tuple[dict[str, dict[int, np.ndarray]], dict[str, Any]]:
     """hit@k of ``fused+fragmenter`` (the fusion refitted with the fragmenter's columns on its top candidates)
     and of the fragmenter's score alone on the same top candidates (the rest in stage-1 order below)."""
-    from speclake.serving.annotate.fragmenter import FRAGMENTER_FEATURES, Fragmenter
     from speclake.serving.annotate.fusion import fit_listwise, ranks_of_truth
+    from speclake.serving.annotate.rankers import Rerank
 
     t0 = time.process_time()
-    stage1 = fit_listwise(va["X"] + kn["X"], va["truth"] + kn["truth"], names, l2=l2)
-    frag = Fragmenter()
-    X_tr = with_fragmenter(va, stage1, top, frag) + with_fragmenter(kn, stage1, top, frag)
-    X_te = with_fragmenter(te, stage1, top, frag)
+    rerank = Rerank(fit_listwise(va["X"] + kn["X"], va["truth"] + kn["truth"], names, l2=l2), top)
+    stage1 = rerank.stage1
+    X_tr = (rerank.extend(va["queries"], va["cands"], va["X"]) + rerank.extend(kn["queries"], kn["cands"], kn["X"]))
+    X_te = rerank.extend(te["queries"], te["cands"], te["X"])
     cpu = time.process_time() - t0
-    all_names = tuple(names) + FRAGMENTER_FEATURES
+    all_names = tuple(names) + rerank.names
     fused = fit_listwise(X_tr, va["truth"] + kn["truth"], all_names, l2=l2)
     n = len(names)
 
@@ -258,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from speclake.index.search import IndexNotFound, index_dir, read_manifest
     from speclake.serving.annotate.candidates import CandidateSource
-    from speclake.serving.annotate.rankers import (RankerSettings, fit_evidence_builder, known_queries, novelty,
+    from speclake.serving.annotate.rankers import RankerSettings
+    from speclake.serving.annotate.ranker_fit import (fit_evidence_builder, known_queries, novelty,
                                                    prepare_lists)
 
     work = Path(args.work)

@@ -33,7 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from speclake.lake.catalog import Lake
 from speclake.lake.run import Progress, Run, RunError, RunReport
-from speclake.serving.annotate.rankers import FALLBACK, RankerSettings, fit_ranker, lake_inputs, list_rankers
+from speclake.serving.annotate.ranker_fit import fit_ranker
+from speclake.serving.annotate.rankers import FALLBACK, RankerSettings, lake_inputs, list_rankers
 
 log = logging.getLogger(__name__)
 

@@ -180,7 +180,8 @@ def test_lock_names_are_file_safe():
 
 
 def test_fitted_ranker_gives_rank_1_confidence(suspect_lake, tmp_path, pesticides_mgf):
-    from speclake.serving.annotate.rankers import RankerSettings, fit_ranker, list_rankers
+    from speclake.serving.annotate.ranker_fit import fit_ranker
+    from speclake.serving.annotate.rankers import RankerSettings, list_rankers
 
     src, _ = suspect_lake
     lake = tmp_path / "lake"

@@ -7,7 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from speclake.serving.annotate.rankers import FALLBACK, RankerSettings, fit_ranker, list_rankers, load_ranker
+from speclake.serving.annotate.ranker_fit import fit_ranker
+from speclake.serving.annotate.rankers import FALLBACK, RankerSettings, list_rankers, load_ranker
 
 pytestmark = pytest.mark.spark
 
@@ -81,7 +82,7 @@ def test_known_queries_are_training_structures_with_other_library_spectra(lake):
 
     from speclake.serving.annotate.evidence import EvidenceBuilder, LibraryReference
     from speclake.serving.annotate.fusion import lake_queries, library_hits
-    from speclake.serving.annotate.rankers import known_queries
+    from speclake.serving.annotate.ranker_fit import known_queries
     from speclake.training.split import SplitSettings, assign_split
 
     settings = RankerSettings()
