@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from speclake.lake.catalog import Lake
 from speclake.lake.run import Progress, Run, RunError, RunReport
+from speclake.serving.annotate.job import file_sha256
 from speclake.serving.annotate.ranker_fit import fit_ranker
 from speclake.serving.annotate.rankers import FALLBACK, RankerSettings, lake_inputs, list_rankers
 
@@ -115,12 +116,6 @@ def missing_from_index(lake_dir: Path, index_name: str, keys: Sequence[str]) -> 
     finally:
         idx.close()
     return len(set(keys) - got)
-
-
-def _sha256(path: str | os.PathLike[str]) -> str:
-    from speclake.serving.annotate.job import file_sha256
-
-    return file_sha256(path)
 
 
 def _read_record(lake_dir: Path) -> dict[str, dict[str, str]]:
@@ -211,7 +206,7 @@ def _index(root: Path, settings: PrepareSettings) -> tuple[str, str]:
 
     record = _read_record(root)
     added = record.get(settings.index_name, {})
-    files = {_sha256(s): str(s) for s in settings.structures}
+    files = {file_sha256(s): str(s) for s in settings.structures}
     new_files = [p for sha, p in files.items() if sha not in added]
     keys = lake_inchikey14(Lake(root))
     missing = missing_from_index(root, settings.index_name, keys)

@@ -7,7 +7,6 @@ lake's ``spectra`` through :func:`speclake.lake.sql.connect`.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from speclake.serving.annotate.job import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -171,14 +172,6 @@ def read_library(con, spectrum_ids: list[str]) -> dict[str, dict[str, Any]]:
     return {r["spectrum_id"]: r for r in rows}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def locate(source_file: str, study_dirs: tuple[str, ...] = ()) -> Path | None:
     """The study file at its recorded path, else a file of the same name in one of ``study_dirs``."""
     path = Path(source_file)
@@ -198,7 +191,7 @@ def read_query_peaks(source_file: str, expected_sha256: set[str], study: str, st
     if path is None:
         where = f" nor in {', '.join(study_dirs)}" if study_dirs else ""
         return {}, f"query peaks not shown: the study file {source_file} is not found from here{where}"
-    if expected_sha256 and _sha256(path) not in expected_sha256:
+    if expected_sha256 and file_sha256(path) not in expected_sha256:
         return {}, f"query peaks not shown: {path} differs from the file annotated (sha256)"
     read = read_queries(path, study=study, source_file=source_file)
     return {(q.query_id, q.record_locator): q for q in read.queries}, None
