@@ -1,4 +1,4 @@
-"""``speclake annotate`` and ``speclake export annotations``."""
+"""``speclake annotate``, ``speclake export annotations`` and ``speclake export denovo``."""
 from __future__ import annotations
 
 import logging
@@ -125,6 +125,32 @@ def export_annotations_cmd(study: str, lake_dir: Path, out: Path, rank1: bool) -
 
     path, n = export_annotations(lake_dir, study, out, rank1=rank1)
     click.echo(f"{n:,} rows of study {study} written to {path}")
+
+
+@export_group.command("denovo")
+@click.option("--study", required=True, help="The study to export (as given to `speclake denovo --study`).")
+@_LAKE
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output file: NAME.tsv, NAME.csv or NAME.parquet.")
+@click.option("--top", type=click.IntRange(min=1), default=None, help="Only proposals of rank <= N of each scan.")
+def export_denovo_cmd(study: str, lake_dir: Path, out: Path, top: int | None) -> None:
+    """Write a study's de novo proposals with speclake's and SIRIUS-style (MSNovelist) column names.
+
+    \b
+    speclake's own: every column of the denovo_candidates table (study, source_file, query_id, rank,
+      smiles, inchikey, formula, score, method, near_smiles, target_formula, formula_source, model_id ...).
+    SIRIUS-style (denovo_structure_identifications.tsv): id (query id), structurePerIdRank, ModelScore,
+      molecularFormula, InChIkey2D (InChIKey first block), name (the lake compound of the same InChIKey),
+      precursorMz, ionMass, mappingFeatureId (query id), tanimotoToParent (to the --near parent).
+    Rows by file, query id, run and rank.
+
+    \b
+    speclake export denovo --study unknowns --lake mylake --out unknowns.tsv --top 5
+    """
+    from speclake.serving.annotate.denovo_export import export_denovo
+
+    path, n = export_denovo(lake_dir, study, out, top=top)
+    click.echo(f"{n:,} de novo proposals of study {study} written to {path}")
 
 
 @click.command("rankers")

@@ -17,6 +17,7 @@ with three groups of columns:
 
 Written as ``.tsv``, ``.csv`` or ``.parquet`` (by the file name). Column names differ only in case
 (``Compound_Name`` / ``compound_name``), so the table is built in Arrow, not as one SQL select.
+:func:`write_export` also writes ``speclake export denovo`` (:mod:`.denovo_export`).
 """
 from __future__ import annotations
 
@@ -91,12 +92,18 @@ def export_table(lake: str | os.PathLike[str], study: str, *, rank1: bool = Fals
     return table.rename_columns(names)
 
 
+def export_path(out: str | os.PathLike[str]) -> Path:
+    """``out`` as a Path when its name ends in one of :data:`FORMATS` (ValueError naming them otherwise)."""
+    path = Path(out)
+    if path.suffix.lower() not in FORMATS:
+        raise ValueError(f"cannot write {path.name}: use a file name ending in {', '.join(FORMATS)}")
+    return path
+
+
 def write_export(table: pa.Table, out: str | os.PathLike[str]) -> Path:
     """Write ``table`` as TSV, CSV or Parquet, chosen by the file name (ValueError for another one)."""
-    path = Path(out)
+    path = export_path(out)
     suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise ValueError(f"cannot write {path.name}: use a file name ending in {', '.join(FORMATS)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".parquet":
         import pyarrow.parquet as pq
@@ -115,10 +122,10 @@ def write_export(table: pa.Table, out: str | os.PathLike[str]) -> Path:
 def export_annotations(lake: str | os.PathLike[str], study: str, out: str | os.PathLike[str], *,
                        rank1: bool = False) -> tuple[Path, int]:
     """Export ``study``'s annotations to ``out``; returns the path and the rows written."""
-    if Path(out).suffix.lower() not in FORMATS:
-        raise ValueError(f"cannot write {Path(out).name}: use a file name ending in {', '.join(FORMATS)}")
+    export_path(out)  # a bad file name fails before the lake is read
     table = export_table(lake, study, rank1=rank1)
     return write_export(table, out), table.num_rows
 
 
-__all__ = ["FORMATS", "GNPS_COLUMNS", "SIRIUS_COLUMNS", "export_annotations", "export_table", "write_export"]
+__all__ = ["FORMATS", "GNPS_COLUMNS", "SIRIUS_COLUMNS", "export_annotations", "export_path", "export_table",
+           "write_export"]
