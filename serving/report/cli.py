@@ -31,6 +31,7 @@ def report_cmd(study: str, lake_dir: Path, out: Path | None, details: int, toler
     Table: rank-1 annotations; click a header to sort, type to filter, set a minimum confidence.
     Details: per annotation a mirror plot (query up, best library spectrum of the structure down,
       matched peaks coloured), the structure drawing and the fragmentation tree of its formula/adduct.
+    De novo (when `speclake denovo` ran on the study): the top 5 proposals of each scan, drawn.
     """
     from speclake.serving.report.data import ReportSettings, StudyNotFound
     from speclake.serving.report.page import write_study_report

@@ -1,16 +1,20 @@
 """What the study report shows, read from the lake: summary counts, rank-1 rows, errors, and per
 annotation the query peaks (the study file re-read; ``annotations`` keeps no peaks), the library
-spectrum's peaks and the fragmentation tree of the rank-1 formula and adduct.
+spectrum's peaks and the fragmentation tree of the rank-1 formula and adduct; and, when ``speclake
+denovo`` ran on the study, its proposal lists and its scans without proposals by reason.
 
-Everything comes from the annotation tables (:mod:`speclake.serving.annotate.tables`) and the
-lake's ``spectra`` through :func:`speclake.lake.sql.connect`.
+Everything comes from the annotation tables (:mod:`speclake.serving.annotate.tables`), the de novo
+tables (:mod:`speclake.training.denovo.tables`) and the lake's ``spectra`` through
+:func:`speclake.lake.sql.connect`.
 """
 from __future__ import annotations
 
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +68,13 @@ class ReportSettings(BaseModel):
                                                     "counted; `speclake export annotations` writes them all)")
     study_dirs: tuple[str, ...] = Field((), description="folders searched (by file name) for study files no longer "
                                                        "at the path annotate recorded")
+    denovo_lists: int = Field(100, ge=0, description="de novo proposal lists shown (one per scan and denovo run, "
+                                                     "by file and query id; all are counted)")
+    denovo_top: int = Field(5, ge=1, description="proposals shown of each de novo list (best rank first)")
 
 
 class StudyNotFound(ValueError):
-    """The lake has no annotations, errors or files of the study."""
+    """The lake has no annotations, errors, files or de novo rows of the study."""
 
 
 @dataclass
@@ -101,6 +108,33 @@ class Detail:
 
 
 @dataclass
+class DenovoList:
+    """The top proposals of one scan by one ``speclake denovo`` run: what the run was given, then the rows."""
+
+    source_file: str
+    query_id: str
+    run_id: str
+    model_id: str
+    method: str
+    precursor_mz: float | None
+    near_smiles: str | None
+    target_formula: str | None
+    formula_source: str | None
+    proposals: list[dict[str, Any]]        # denovo_candidates rows, rank order
+
+
+@dataclass
+class Denovo:
+    """The study's de novo results: counts, the first proposal lists and the scans without proposals by reason."""
+
+    n_lists: int                           # (scan, run) lists with proposals
+    n_proposals: int
+    n_errors: int
+    reasons: list[dict[str, Any]]          # denovo_errors by stage and reason code: n and an example
+    lists: list[DenovoList]
+
+
+@dataclass
 class StudyData:
     """All the report of one study shows."""
 
@@ -110,6 +144,7 @@ class StudyData:
     rows: list[dict[str, Any]]
     errors: list[dict[str, Any]]
     details: list[Detail] = field(default_factory=list)
+    denovo: Denovo | None = None           # None: no denovo run wrote a row of the study
 
 
 def _dicts(con, sql: str, params: list[Any]) -> list[dict[str, Any]]:
@@ -117,9 +152,10 @@ def _dicts(con, sql: str, params: list[Any]) -> list[dict[str, Any]]:
 
 
 def studies(con) -> list[str]:
-    """Every study with a file, an annotation or an error row."""
+    """Every study with a file, an annotation, an error row or a de novo row."""
     rows = con.sql("SELECT study FROM annotation_files UNION SELECT study FROM annotations "
-                   "UNION SELECT study FROM annotation_errors ORDER BY 1").fetchall()
+                   "UNION SELECT study FROM annotation_errors UNION SELECT study FROM denovo_candidates "
+                   "UNION SELECT study FROM denovo_errors ORDER BY 1").fetchall()
     return [r[0] for r in rows]
 
 
@@ -161,6 +197,27 @@ def read_errors(con, study: str, limit: int) -> list[dict[str, Any]]:
     return _dicts(con, """SELECT source_file, query_id, record_locator, scan_number, stage, reason_code, reason
                           FROM annotation_errors WHERE study = ?
                           ORDER BY source_file, scan_number NULLS LAST, record_locator LIMIT ?""", [study, limit])
+
+
+def read_denovo(con, study: str, n_lists: int, top: int) -> Denovo | None:
+    """The first ``n_lists`` de novo proposal lists of ``study`` (by file, query id and run; ``top`` proposals
+    each) and its denovo_errors by reason; None when no denovo run wrote a row of the study."""
+    n, n_proposals = con.sql("""SELECT count(DISTINCT (source_file, query_id, run_id)), count(*)
+                                FROM denovo_candidates WHERE study = ?""", params=[study]).fetchall()[0]
+    reasons = _dicts(con, """SELECT stage, reason_code, count(*) AS n, min(reason) AS example
+                             FROM denovo_errors WHERE study = ? GROUP BY 1, 2 ORDER BY n DESC, 1, 2""", [study])
+    if n_proposals == 0 and not reasons:
+        return None
+    rows = _dicts(con, """WITH lists AS (SELECT DISTINCT source_file, query_id, run_id FROM denovo_candidates
+                                         WHERE study = ? ORDER BY 1, 2, 3 LIMIT ?)
+                          SELECT d.* FROM denovo_candidates d JOIN lists USING (source_file, query_id, run_id)
+                          WHERE d.study = ? AND d.rank <= ?
+                          ORDER BY d.source_file, d.query_id, d.run_id, d.rank""", [study, n_lists, study, top])
+    facts = [f.name for f in fields(DenovoList) if f.name != "proposals"]  # the same on every row of a list
+    groups = (list(g) for _, g in groupby(rows, key=itemgetter("source_file", "query_id", "run_id")))
+    lists = [DenovoList(**{k: group[0][k] for k in facts}, proposals=group) for group in groups]
+    return Denovo(n_lists=int(n), n_proposals=int(n_proposals), n_errors=sum(int(r["n"]) for r in reasons),
+                  reasons=reasons, lists=lists)
 
 
 def read_library(con, spectrum_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -285,11 +342,14 @@ def read_study(lake: str | os.PathLike[str], study: str, settings: ReportSetting
         n = len(rows) if settings.details is None else settings.details
         details = read_details(con, lake, study, rows[:n], summary.files, settings.study_dirs, settings.attributions,
                                settings.attribution_seconds)
+        denovo = read_denovo(con, study, settings.denovo_lists, settings.denovo_top)
     finally:
         con.close()
-    log.info("report of %s: %d rank-1 rows, %d detailed, %d errors", study, len(rows), len(details), summary.n_errors)
-    return StudyData(study=study, lake=str(lake), summary=summary, rows=rows, errors=errors, details=details)
+    log.info("report of %s: %d rank-1 rows, %d detailed, %d errors, %d de novo lists", study, len(rows), len(details),
+             summary.n_errors, denovo.n_lists if denovo else 0)
+    return StudyData(study=study, lake=str(lake), summary=summary, rows=rows, errors=errors, details=details,
+                     denovo=denovo)
 
 
-__all__ = ["CONFIDENCE_LEVELS", "Detail", "ReportSettings", "StudyData", "StudyNotFound", "Summary", "TABLE_COLUMNS",
-           "fragmentation_tree", "read_study"]
+__all__ = ["CONFIDENCE_LEVELS", "Denovo", "DenovoList", "Detail", "ReportSettings", "StudyData", "StudyNotFound",
+           "Summary", "TABLE_COLUMNS", "fragmentation_tree", "read_denovo", "read_study"]

@@ -3,8 +3,11 @@
 Sections: summary (files, scans, confident annotations, methods, errors by reason), the rank-1 table
 (click a header to sort, a text box to filter, a minimum confidence), per annotation (the first
 ``details`` rows, most confident first) a mirror plot, the candidate's structure and its
-fragmentation tree, then the error rows. The page's script records any error into ``#js-errors``
-and marks ``<body data-report-ready="1">`` once it ran (what the browser test checks).
+fragmentation tree; when ``speclake denovo`` ran on the study, its proposal lists (the top proposals of
+each scan with their structure drawings, and what the run was given) and, in the summary, its scans
+without proposals by reason; then the error rows. A study without de novo rows gets exactly the page
+it got before de novo existed. The page's script records any error into ``#js-errors`` and marks
+``<body data-report-ready="1">`` once it ran (what the browser test checks).
 """
 from __future__ import annotations
 
@@ -16,8 +19,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from speclake.serving.report.data import (CONFIDENCE_LEVELS, TABLE_COLUMNS, Detail, ReportSettings, StudyData,
-                                          StudyNotFound, read_study)
+from speclake.serving.report.data import (CONFIDENCE_LEVELS, TABLE_COLUMNS, Denovo, DenovoList, Detail,
+                                          ReportSettings, StudyData, StudyNotFound, read_study)
 from speclake.serving.report.svg import (Peaks, attribution_svg, esc, mirror_plot_svg, mz_range, structure_svg,
                                          tree_formulas, tree_html)
 
@@ -47,6 +50,17 @@ ul.tree{font-size:12px;padding-left:14px;margin:4px 0}ul.tree ul{padding-left:18
 .formula{font-weight:600}.loss{color:#1f77b4}.mz{font-variant-numeric:tabular-nums}
 #js-errors{color:#b00}code{font-size:12px}
 """
+
+#: Added to :data:`CSS` only on pages with de novo proposals.
+DENOVO_CSS = """
+.denovo{border:1px solid #ddd;border-radius:6px;padding:10px;margin:12px 0}
+.proposals{display:flex;flex-wrap:wrap;gap:8px}
+.proposal{margin:6px 0 0;border:1px solid #e2e2e2;border-radius:4px;padding:4px;width:180px}
+.proposal code{display:block;word-break:break-all;font-size:11px}
+"""
+
+#: Size of the de novo structure drawings (several per scan: smaller than the annotation's).
+DENOVO_DRAWING = {"width": 180, "height": 140}
 
 SCRIPT = """
 (function(){
@@ -141,14 +155,28 @@ def summary_html(data: StudyData) -> str:
     out += [f"<tr><td>{esc(m['method'])}</td><td class='n'>{m['rank1']}</td><td class='n'>{m['no_candidates']}</td>"
             f"<td class='n'>{m['rows']}</td></tr>" for m in s.methods]
     out.append("</table><h3>Errors by reason</h3>")
-    if s.reasons:
-        out.append("<table><tr><th>Stage</th><th>Reason code</th><th>Scans</th><th>Example</th></tr>")
-        out += [f"<tr><td>{esc(r['stage'])}</td><td><code>{esc(r['reason_code'])}</code></td>"
-                f"<td class='n'>{r['n']}</td><td>{esc(r['example'])}</td></tr>" for r in s.reasons]
-        out.append("</table>")
-    else:
-        out.append("<p class='muted'>No scan failed.</p>")
+    out.append(reasons_html(s.reasons) if s.reasons else "<p class='muted'>No scan failed.</p>")
+    if data.denovo is not None:
+        out.append(denovo_summary_html(data.denovo))
     return "".join(out)
+
+
+def reasons_html(reasons: list[dict[str, Any]]) -> str:
+    """Error rows counted by stage and reason code, with an example reason."""
+    return ("<table><tr><th>Stage</th><th>Reason code</th><th>Scans</th><th>Example</th></tr>"
+            + "".join(f"<tr><td>{esc(r['stage'])}</td><td><code>{esc(r['reason_code'])}</code></td>"
+                      f"<td class='n'>{r['n']}</td><td>{esc(r['example'])}</td></tr>" for r in reasons)
+            + "</table>")
+
+
+def denovo_summary_html(denovo: Denovo) -> str:
+    """Cards with the de novo counts and the scans without proposals (``denovo_errors``) by reason code."""
+    cards = [("de novo lists", denovo.n_lists), ("de novo proposals", denovo.n_proposals),
+             ("de novo errors", denovo.n_errors)]
+    return ('<h3>De novo proposals</h3><div class="cards">'
+            + "".join(f'<div class="card"><b>{v}</b>{k}</div>' for k, v in cards) + "</div>"
+            + "<h3>De novo errors by reason</h3>"
+            + (reasons_html(denovo.reasons) if denovo.reasons else "<p class='muted'>Every scan got proposals.</p>"))
 
 
 def _anchor(i: int) -> str:
@@ -241,6 +269,40 @@ def detail_html(i: int, d: Detail, tolerance_da: float, drawings: Callable[[str 
             f"{tree}{attributions}</section>")
 
 
+def denovo_list_html(i: int, d: DenovoList, drawings: Callable[[str | None], str | None]) -> str:
+    """One scan's de novo proposals: what the run was given, then side by side each proposal's rank, formula,
+    score, drawing and SMILES."""
+    target = (f"target formula {d.target_formula} ({d.formula_source or 'source not recorded'})" if d.target_formula
+              else "no formula filter")
+    facts = [f"precursor m/z {d.precursor_mz:.4f}" if d.precursor_mz is not None else None, f"model {d.model_id}",
+             f"method {d.method}", target, f"run {d.run_id}"]
+    near = (f"near <code>{esc(d.near_smiles)}</code>" if d.near_smiles else "free generation (no --near parent)")
+    cards = []
+    for p in d.proposals:
+        drawing = drawings(p.get("smiles")) or "<p class='muted'>SMILES does not parse</p>"
+        cards.append(f'<figure class="proposal" data-rank="{esc(p["rank"])}"><figcaption><b>#{esc(p["rank"])}</b> '
+                     f'{esc(p.get("formula") or "")} · score {esc(_fmt(p.get("score"), "num3"))}</figcaption>'
+                     f'{drawing}<code>{esc(p.get("smiles"))}</code></figure>')
+    return (f'<section class="denovo" id="denovo-{i + 1}"><h3>{esc(d.query_id)} '
+            f'<span class="muted" title="{esc(d.source_file)}">{esc(Path(d.source_file).name)}</span></h3>'
+            f'<div class="muted">{esc(" · ".join(f for f in facts if f))} · {near}</div>'
+            f'<div class="proposals">{"".join(cards)}</div></section>')
+
+
+def denovo_html(denovo: Denovo, top: int, drawings: Callable[[str | None], str | None]) -> str:
+    """The de novo section: the first proposal lists (says so when there are more)."""
+    shown = len(denovo.lists)
+    if denovo.n_lists == 0:
+        note = "<p class='muted'>No scan got de novo proposals: the summary counts why.</p>"
+    elif shown < denovo.n_lists:
+        note = (f"<p class='note'>The top {top} proposals of the first {shown} of {denovo.n_lists} lists (one per "
+                "scan and run, by file and query id); <code>speclake export denovo</code> writes them all.</p>")
+    else:
+        note = f"<p class='muted'>The top {top} proposals of each scan and run.</p>"
+    return (f"<h2>De novo proposals ({denovo.n_lists})</h2>{note}"
+            + "".join(denovo_list_html(i, d, drawings) for i, d in enumerate(denovo.lists)))
+
+
 def errors_html(data: StudyData) -> str:
     """The error rows (at most ``max_errors``; says so when more exist)."""
     if not data.errors:
@@ -275,15 +337,20 @@ def page_html(data: StudyData, settings: ReportSettings) -> str:
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     drawings = functools.lru_cache(maxsize=None)(structure_svg)  # a structure drawn once per page
     details = "".join(detail_html(i, d, settings.tolerance_da, drawings) for i, d in enumerate(data.details))
+    css, denovo = CSS, ""
+    if data.denovo is not None:
+        css += DENOVO_CSS
+        small = functools.lru_cache(maxsize=None)(functools.partial(structure_svg, **DENOVO_DRAWING))
+        denovo = denovo_html(data.denovo, settings.denovo_top, small)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{esc(f'Study {data.study} - speclake report')}</title><style>{CSS}</style></head>"
+            f"<title>{esc(f'Study {data.study} - speclake report')}</title><style>{css}</style></head>"
             f'<body data-report-ready="0" data-js-errors="0">'
             f"<h1>Study {esc(data.study)}</h1><div class='muted'>lake {esc(data.lake)} · generated {now} by speclake "
             f"{esc(__version__)}</div><ul id='js-errors'></ul>"
             f"<h2>Summary</h2>{summary_html(data)}"
             f"<h2>Rank-1 annotations ({n_all})</h2>{table_note}{table_html(data)}"
-            f"<h2>Annotations in detail ({n_details})</h2>{truncated}{details}"
+            f"<h2>Annotations in detail ({n_details})</h2>{truncated}{details}{denovo}"
             f"<h2>Errors ({data.summary.n_errors})</h2>{errors_html(data)}"
             f"<script>{SCRIPT}</script></body></html>")
 
