@@ -64,7 +64,11 @@ class SelfiesVAE(nn.Module):
         return self.loss(ids, beta)
 
     def loss(self, ids: torch.Tensor, beta: float) -> tuple[torch.Tensor, dict[str, float]]:
-        """Reconstruction (token cross-entropy summed per molecule) + ``beta`` x KL, both batch means."""
+        """Reconstruction (token cross-entropy summed per molecule) + ``beta`` x KL, both batch means.
+
+        Columns after the batch's longest sequence hold only padding and are cut first (a batch of short
+        molecules then costs its own length, not ``max_len``)."""
+        ids = ids[:, :max(int((ids != 0).sum(1).max()), 2)]
         mu, logvar = self.encode(ids)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
         logits = self.decode_logits(z, ids)
@@ -75,10 +79,12 @@ class SelfiesVAE(nn.Module):
         return rec + beta * kl, {"reconstruction": float(rec.detach()), "kl": float(kl.detach())}
 
     @torch.no_grad()
-    def generate(self, z: torch.Tensor, temperature: float = 0.0, generator: torch.Generator | None = None
-                 ) -> torch.Tensor:
-        """Token ids (batch, max_len + 1) decoded from ``z``: argmax at ``temperature`` 0, else sampled."""
+    def generate(self, z: torch.Tensor, temperature: float = 0.0, generator: torch.Generator | None = None,
+                 constraint: Any = None) -> torch.Tensor:
+        """Token ids (batch, max_len + 1) decoded from ``z``: argmax at ``temperature`` 0, else sampled;
+        ``constraint`` (a :class:`~.constrain.FormulaConstraint`) masks tokens that leave its formula."""
         n, steps = z.shape[0], self.settings.max_len + 1
+        state = constraint.start(n) if constraint is not None else None
         h = torch.tanh(self.to_h0(z)).unsqueeze(0)
         tok = torch.ones(n, 1, dtype=torch.long, device=z.device)
         out = torch.zeros(n, steps, dtype=torch.long, device=z.device)
@@ -89,11 +95,15 @@ class SelfiesVAE(nn.Module):
             logits = self.out(o[:, 0])
             logits[:, 0] = -float("inf")       # never padding
             logits[:, 1] = -float("inf")       # never the start token
+            if constraint is not None:
+                logits = logits.masked_fill(constraint.mask(state), -float("inf"))
             if temperature > 0:
                 nxt = torch.multinomial(F.softmax(logits / temperature, dim=1), 1, generator=generator)[:, 0]
             else:
                 nxt = logits.argmax(1)
             nxt = torch.where(done, torch.zeros_like(nxt), nxt)
+            if constraint is not None:
+                constraint.update(state, nxt, ~done)
             out[:, t] = nxt
             done |= nxt == 2
             if bool(done.all()):

@@ -6,7 +6,8 @@
 * ``near`` mode: points are drawn from N(latent mean of the parent, ``radius``^2): proposals stay
   close to the parent (the benchmark reports their Tanimoto to it);
 * each point is decoded greedily to a SELFIES string (always a valid molecule), canonicalised and
-  de-duplicated; with a formula only structures of exactly that formula are kept;
+  de-duplicated; with a formula the decoder spells only its heavy atoms (:mod:`.constrain`) and only
+  structures of exactly that formula are kept;
 * ranking (``method='latent_likelihood'``): the log-density of a proposal's own latent mean under the
   spectrum's predicted Gaussian, so among proposals the one the spectrum points at most comes first.
   No fingerprint or fragmentation evidence is used here.
@@ -40,6 +41,7 @@ class SampleSettings(BaseModel):
     scale: float = Field(1.0, gt=0, description="Spectrum mode: multiple of the mapper's residual SD.")
     radius: float = Field(0.5, gt=0, description="--near mode: SD of the latent noise around the parent.")
     temperature: float = Field(0.0, ge=0, description="Decoder sampling temperature (0: argmax).")
+    constrained: bool = Field(True, description="With a formula, decode inside it (:mod:`.constrain`), not only filter.")
     batch: int = Field(500, ge=1)
     seed: int = 0
 
@@ -99,12 +101,17 @@ class DenovoModel:
         with torch.no_grad():
             return self.mapper(torch.from_numpy(np.asarray(inputs, np.float32))).numpy()
 
-    def decode(self, z: np.ndarray, temperature: float = 0.0, seed: int = 0) -> list[str | None]:
-        """Canonical SMILES decoded from latent points (None for an empty decode)."""
+    def decode(self, z: np.ndarray, temperature: float = 0.0, seed: int = 0, formula: str | None = None
+               ) -> list[str | None]:
+        """Canonical SMILES decoded from latent points (None for an empty decode); with ``formula`` the decoder
+        spells only that formula's heavy atoms (:class:`~.constrain.FormulaConstraint`)."""
         import torch
 
+        from .constrain import FormulaConstraint
+
         gen = torch.Generator().manual_seed(seed)
-        ids = self.vae.generate(torch.from_numpy(np.asarray(z, np.float32)), temperature, gen).numpy()
+        constraint = FormulaConstraint(self.vocab.tokens, formula) if formula else None
+        ids = self.vae.generate(torch.from_numpy(np.asarray(z, np.float32)), temperature, gen, constraint).numpy()
         return [self.vocab.decode(row) for row in ids]
 
     # -- proposals -------------------------------------------------------------------------------
@@ -127,7 +134,8 @@ class DenovoModel:
         for start in range(0, settings.draws, settings.batch):
             k = min(settings.batch, settings.draws - start)
             z = center[None, :] + rng.standard_normal((k, latent)).astype(np.float32) * spread[None, :]
-            for s in self.decode(z, settings.temperature, settings.seed + start):
+            inside = formula if formula is not None and settings.constrained else None
+            for s in self.decode(z, settings.temperature, settings.seed + start, inside):
                 if not s:
                     continue
                 counts["valid"] += 1

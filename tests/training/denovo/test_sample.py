@@ -61,8 +61,27 @@ def test_formula_filter_keeps_only_that_formula(denovo_model):
     assert len(formulas) > 1
     target = formulas.most_common(1)[0][0]
     stats: dict[str, int] = {}
-    kept = denovo_model.propose(center, 1.0, settings, formula=target, stats=stats)
+    unconstrained = settings.model_copy(update={"constrained": False})
+    kept = denovo_model.propose(center, 1.0, unconstrained, formula=target, stats=stats)
     assert kept and all(formula_of(p.smiles) == target == p.formula for p in kept)
     assert len(kept) == formulas[target] < len(free)
     assert stats["draws"] == 150 and stats["formula_match"] <= stats["valid"] <= 150
     assert [p.score for p in kept] == sorted((p.score for p in kept), reverse=True)
+
+
+def test_constrained_decoding_spells_the_formula(denovo_model):
+    """Decoding inside a formula the model rarely makes freely (a test structure's): almost every decode has
+    exactly its heavy atoms, and far more decodes match the whole formula than free decodes that are filtered."""
+    from collections import Counter as C
+
+    from rdkit import Chem
+
+    target = "C13H18O2"   # ibuprofen: absent from the model's training structures
+    z = np.random.default_rng(5).standard_normal((150, denovo_model.settings.vae.latent)).astype(np.float32)
+    free = [s for s in denovo_model.decode(z) if s]
+    inside = [s for s in denovo_model.decode(z, formula=target) if s]
+    heavy = [C(a.GetSymbol() for a in Chem.MolFromSmiles(s).GetAtoms()) for s in inside]
+    assert sum(h == C({"C": 13, "O": 2}) for h in heavy) >= 0.95 * len(inside) and len(inside) >= 140
+    n_free = sum(formula_of(s) == target for s in free)
+    n_inside = sum(formula_of(s) == target for s in inside)
+    assert n_inside >= 10 and n_inside > 5 * max(n_free, 1), (n_inside, n_free)
