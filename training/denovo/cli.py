@@ -29,12 +29,17 @@ _LAKE = click.option("--lake", "lake_dir", required=True, type=click.Path(file_o
 @click.option("--model", "model_id", default=None, help="De novo model id (default: the lake's newest).")
 @click.option("--ionmode", type=click.Choice(["positive", "negative"]), default=None,
               help="Ion mode of scans whose file gives no polarity.")
+@click.option("--rank-with", type=click.Choice(["ranker", "latent"]), default="ranker", show_default=True,
+              help="ranker: order proposals by the lake's annotation ranker (library prior, analogue hits, model "
+                   "scores, fragmentation); latent: by latent likelihood only.")
 def denovo_cmd(files: tuple[Path, ...], lake_dir: Path, study: str, n: int, near: str | None, formula: str | None,
-               no_formula: bool, draws: int, radius: float, model_id: str | None, ionmode: str | None) -> None:
+               no_formula: bool, draws: int, radius: float, model_id: str | None, ionmode: str | None,
+               rank_with: str) -> None:
     """Propose new structures for every MS2 scan of FILES with the lake's SELFIES VAE.
 
     The spectrum's latent point is predicted, latent points around it (or around the --near parent)
-    are decoded, filtered by molecular formula and ranked by latent likelihood. Rows go to the
+    are decoded inside the molecular formula, filtered by it exactly, and ranked by the lake's
+    annotation ranker (or by latent likelihood with --rank-with latent). Rows go to the
     `denovo_candidates` table; scans without proposals to `denovo_errors` with the reason.
 
     \b
@@ -51,7 +56,8 @@ def denovo_cmd(files: tuple[Path, ...], lake_dir: Path, study: str, n: int, near
         raise click.UsageError("--formula and --no-formula exclude each other")
     paths = study_files(list(files))
     settings = DenovoSettings(model_id=model_id, formula=formula, formula_from_tree=not no_formula, near=near,
-                              ionmode=ionmode, sample=SampleSettings(n=n, draws=draws, radius=radius))
+                              ionmode=ionmode, sample=SampleSettings(n=n, draws=draws, radius=radius),
+                              rank_with=rank_with)
     report = denovo_study(paths, lake_dir, study, settings)
     click.echo(f"{report.scans} scans in {report.files} file(s): {report.scans_with_proposals} with proposals "
                f"({report.proposals} rows in denovo_candidates), {report.errors} in denovo_errors "

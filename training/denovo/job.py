@@ -7,7 +7,13 @@ Per scan (read and cleaned as annotation reads them, :func:`~speclake.serving.an
    (:func:`~speclake.pipelines.features.precursor_formula.rank_precursor_formulas` under [M+H]+ or
    [M-H]-), else none (the tree could not be made: the reason goes to the run's warnings);
 3. latent points are drawn around the prediction, or around the parent's latent mean with ``near``
-   (:mod:`.sample`), decoded, filtered by formula and ranked by latent likelihood.
+   (:mod:`.sample`), decoded inside the formula (:mod:`.constrain`), filtered by it exactly and ranked by
+   latent likelihood;
+4. the best ``rank_pool`` are re-ranked by the lake's annotation ranker (``rank_with='ranker'``, the
+   default: the ranker study annotation uses, :func:`~speclake.serving.annotate.rankers.load_ranker`, fed
+   with the scan's library hits), so proposals are ordered by the same evidence as database
+   candidates: library prior, analogue hits, the trained models' scores and, when the ranker has it,
+   in-silico fragmentation. ``latent_score`` keeps the latent likelihood.
 
 Proposals go to ``denovo_candidates``; every scan without proposals (unreadable record, no peaks, none
 of the formula decoded ...) to ``denovo_errors``; both committed once through the run contract (kind
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -46,6 +53,10 @@ class DenovoSettings(BaseModel):
     near: str | None = Field(None, description="SMILES of a parent: sample around its latent point.")
     ionmode: str | None = Field(None, description="Ion mode of scans whose file states none.")
     torch_threads: int = Field(1, ge=1, description="torch threads (1: small batched GRU steps gain nothing from more).")
+    rank_with: str = Field("ranker", pattern="^(ranker|latent)$",
+                           description="ranker: the lake's annotation ranker re-ranks the proposals (library prior, "
+                                       "analogue hits, model scores, in-silico fragmentation); latent: latent likelihood only.")
+    rank_pool: int = Field(200, ge=1, description="Proposals (best by latent likelihood) the ranker scores per scan.")
 
     @field_validator("formula")
     @classmethod
@@ -61,6 +72,7 @@ class DenovoReport(RunReport):
     """Counts of one denovo run."""
 
     model_id: str = ""
+    ranker: str = ""                  # the annotation ranker that ordered the proposals ("" : latent likelihood)
     study: str = ""
     files: int = 0
     scans: int = 0
@@ -82,7 +94,39 @@ def tree_formula(query, ionmode: str) -> tuple[str | None, str | None]:
     return (ranked[0][0], None) if ranked else (None, "no formula")
 
 
-def propose_for_query(model: DenovoModel, query, settings: DenovoSettings, parent_latent=None
+def proposal_candidates(query, proposals: Sequence[Any], adduct: str) -> list[Any]:
+    """The proposals as annotation :class:`~speclake.serving.annotate.model.Candidate` under ``adduct``."""
+    from speclake.pipelines.normalize.adduct import adduct_mz, parse_adduct
+    from speclake.pipelines.normalize.masses import formula_mass
+    from speclake.serving.annotate.model import Candidate
+
+    add = parse_adduct(adduct)
+    out = []
+    for p in proposals:
+        mass = formula_mass(p.formula) if p.formula else float("nan")
+        ion = adduct_mz(mass, add)
+        out.append(Candidate(inchikey=p.inchikey or "", inchikey14=(p.inchikey or p.smiles)[:14], smiles=p.smiles,
+                             formula=p.formula or "", monoisotopic_mass=mass, adduct=adduct,
+                             mass_error_ppm=(float(query.precursor_mz) - ion) / ion * 1e6, formula_rank=1))
+    return out
+
+
+def rank_proposals(annotator: Any, query, proposals: Sequence[Any]) -> tuple[list[Any], list[float], str]:
+    """Proposals re-ranked by the lake's annotation ranker (``annotator``: a
+    :class:`~speclake.serving.annotate.steps.Annotator`): (proposals best first, their scores, the ranker's name).
+    The scan's library hits feed the analogue evidence as in annotation."""
+    from speclake.serving.annotate.steps import ANALOGUE, IDENTITY
+
+    if not proposals:
+        return [], [], annotator.ranker.name
+    identity, analogue = annotator.search([query])
+    cands = proposal_candidates(query, proposals, DEFAULT_ADDUCT[query.ionmode])
+    by_smiles = {p.smiles: p for p in proposals}
+    ranked = annotator.ranker.rank([query], [cands], {IDENTITY: identity, ANALOGUE: analogue})[0]
+    return [by_smiles[c.smiles] for c in ranked.candidates], list(ranked.scores), ranked.method
+
+
+def propose_for_query(model: DenovoModel, query, settings: DenovoSettings, parent_latent=None, annotator: Any = None
                       ) -> tuple[list[dict[str, Any]], str | None, str | None, str | None]:
     """(proposal rows, target formula, its source, the reason when there are no proposals) of one scan."""
     from speclake.training.encoding import BinSettings
@@ -97,13 +141,20 @@ def propose_for_query(model: DenovoModel, query, settings: DenovoSettings, paren
     if formula is None and settings.formula_from_tree:
         formula, why = tree_formula(query, query.ionmode)
         source = "fragtree" if formula else None
+    sample = settings.sample
+    if annotator is not None:   # a wider pool by latent likelihood, cut to n after the ranker
+        sample = sample.model_copy(update={"n": max(sample.n, settings.rank_pool)})
     if parent_latent is not None:
-        found = model.propose(parent_latent, settings.sample.radius, settings.sample, formula=formula, target=pred,
+        found = model.propose(parent_latent, sample.radius, sample, formula=formula, target=pred,
                               target_sd=spread, exclude=[settings.near] if settings.near else ())
     else:
-        found = model.propose(pred, spread, settings.sample, formula=formula)
+        found = model.propose(pred, spread, sample, formula=formula)
+    scores, method = [p.score for p in found], METHOD
+    if annotator is not None and found:
+        found, scores, method = rank_proposals(annotator, query, found)
     rows = [{"rank": r, "smiles": p.smiles, "inchikey": p.inchikey, "inchikey14": p.inchikey[:14] if p.inchikey else None,
-             "formula": p.formula, "score": p.score} for r, p in enumerate(found, 1)]
+             "formula": p.formula, "score": sc, "latent_score": p.score, "method": method}
+            for r, (p, sc) in enumerate(zip(found[:settings.sample.n], scores), 1)]
     reason = None
     if not rows:
         reason = (f"none of {settings.sample.draws} decoded structures has formula {formula} ({source})"
@@ -133,7 +184,15 @@ def denovo_study(files: Sequence[str | os.PathLike[str]], lake: str | os.PathLik
     model = load_denovo(lake, settings.model_id)
     parent = parent_point(model, settings.near) if settings.near else None
     report = DenovoReport(model_id=model.model_id, study=study)
-    with Run(Lake(lake), "denovo", settings, report, progress=progress, lock=None) as run:
+    annotator = None
+    with Run(Lake(lake), "denovo", settings, report, progress=progress, lock=None) as run, ExitStack() as stack:
+        if settings.rank_with == "ranker":
+            from speclake.serving.annotate.steps import Annotator, StepSettings
+
+            annotator = Annotator(lake, StepSettings())
+            stack.callback(annotator.close)
+            report.ranker = annotator.ranker.name
+            report.warnings += annotator.missing
         rows: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         for path in files:
@@ -144,7 +203,7 @@ def denovo_study(files: Sequence[str | os.PathLike[str]], lake: str | os.PathLik
             errors += qf.errors
             with run.stage("propose", total=len(qf.queries)):
                 for q in qf.queries:
-                    found, formula, source, reason = propose_for_query(model, q, settings, parent)
+                    found, formula, source, reason = propose_for_query(model, q, settings, parent, annotator)
                     report.formula_sources[source or "none"] = report.formula_sources.get(source or "none", 0) + 1
                     if not found:
                         errors.append(error_row(qf.path, q.query_id, q.record_locator, q.scan_number, "denovo",
@@ -152,7 +211,7 @@ def denovo_study(files: Sequence[str | os.PathLike[str]], lake: str | os.PathLik
                         continue
                     report.scans_with_proposals += 1
                     base = {"source_file": qf.path, "query_id": q.query_id, "record_locator": q.record_locator,
-                            "precursor_mz": float(q.precursor_mz), "ionmode": q.ionmode, "method": METHOD,
+                            "precursor_mz": float(q.precursor_mz), "ionmode": q.ionmode,
                             "near_smiles": settings.near, "target_formula": formula, "formula_source": source}
                     rows += [{**base, **r} for r in found]
         report.proposals, report.errors = len(rows), len(errors)

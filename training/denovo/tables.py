@@ -5,8 +5,9 @@ One row per proposed structure per study scan (rank 1 = best), written by ``spec
     SELECT query_id, rank, smiles, formula, score FROM denovo_candidates
     WHERE study = 'NAME' AND rank <= 5 ORDER BY query_id, rank;
 
-``method`` says how the list was ranked (``latent_likelihood``: log-density of the proposal's latent
-mean under the spectrum's predicted latent Gaussian); ``near_smiles`` is the parent of a ``--near``
+``method`` says how the list was ranked: the annotation ranker's id (its fused evidence, the default) or
+``latent_likelihood`` (log-density of the proposal's latent mean under the spectrum's predicted latent
+Gaussian, always kept in ``latent_score``); ``near_smiles`` is the parent of a ``--near``
 run (NULL for free generation); ``formula_source`` says where the formula filter came from
 (``given``, ``fragtree`` = the best precursor formula by fragmentation tree, or NULL: no filter).
 ``denovo_errors``: every scan without proposals, with the reason (unreadable record, no peaks, no
@@ -30,7 +31,8 @@ DENOVO_CANDIDATES = pa.schema([
     pa.field("inchikey", pa.string()),
     pa.field("inchikey14", pa.string()),
     pa.field("formula", pa.string()),
-    pa.field("score", pa.float64()),
+    pa.field("score", pa.float64()),                       # the ranking score of ``method``
+    pa.field("latent_score", pa.float64()),                # latent likelihood (the VAE's own order)
     pa.field("method", pa.string(), nullable=False),
     pa.field("near_smiles", pa.string()),
     pa.field("target_formula", pa.string()),

@@ -33,8 +33,9 @@ def study(tmp_path):
 
 
 def test_denovo_writes_ranked_rows_and_accounts_for_every_scan(lake, study):
-    """Each usable scan gets ranked proposals in denovo_candidates (SQL-readable); each unusable one a
-    denovo_errors row with its reason; scans = scans with proposals + error rows."""
+    """Each usable scan gets proposals ranked by the lake's annotation ranker in denovo_candidates (SQL-readable),
+    their latent likelihood kept; each unusable scan a denovo_errors row with its reason; scans = scans with
+    proposals + error rows."""
     settings = DenovoSettings(formula_from_tree=False, sample=SampleSettings(n=5, draws=40))
     report = denovo_study(study, lake, "unknowns", settings)
     rows = sql.query(lake, "SELECT * FROM denovo_candidates ORDER BY source_file, query_id, rank").to_pylist()
@@ -50,7 +51,8 @@ def test_denovo_writes_ranked_rows_and_accounts_for_every_scan(lake, study):
         assert [r["rank"] for r in found] == list(range(1, len(found) + 1)) and len(found) <= 5
         assert [r["score"] for r in found] == sorted((r["score"] for r in found), reverse=True)
     r = rows[0]
-    assert r["method"] == "latent_likelihood" and r["model_id"] == report.model_id and r["run_id"] == report.run_id
+    assert r["method"] == report.ranker != "" and r["model_id"] == report.model_id and r["run_id"] == report.run_id
+    assert all(r["latent_score"] is not None for r in rows)
     assert r["inchikey14"] == r["inchikey"][:14] and r["near_smiles"] is None and r["formula_source"] is None
 
 
@@ -80,3 +82,12 @@ def test_cli_near_a_parent_with_a_formula(lake, study):
     assert bad.exit_code != 0 and "--near 'not a smiles'" in bad.output and "Traceback" not in bad.output
     odd = runner.invoke(main, ["denovo", str(study[0]), "--lake", str(lake), "--formula", "C6Q2"])
     assert odd.exit_code != 0 and "unsupported element 'Q'" in odd.output and "Traceback" not in odd.output
+
+
+def test_latent_ranking_orders_by_latent_likelihood(lake, study):
+    """--rank-with latent: the method is latent_likelihood and the score is the latent likelihood, best first."""
+    settings = DenovoSettings(formula_from_tree=False, rank_with="latent", sample=SampleSettings(n=5, draws=40))
+    report = denovo_study(study[:1], lake, "latent", settings)
+    rows = sql.query(lake, "SELECT * FROM denovo_candidates WHERE study = 'latent' ORDER BY query_id, rank").to_pylist()
+    assert rows and report.ranker == ""
+    assert all(r["method"] == "latent_likelihood" and r["score"] == r["latent_score"] for r in rows)
