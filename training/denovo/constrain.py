@@ -26,24 +26,24 @@ from typing import Sequence
 
 import numpy as np
 
-def formula_counts(formula: str) -> dict[str, int]:
-    """Element counts of a neutral molecular formula (ValueError naming an unreadable one or an unsupported element)."""
+def formula_counts(formula: str) -> tuple[dict[str, int], int]:
+    """(element counts, charge) of a molecular formula, e.g. ``C28H60N+`` (a quaternary ammonium) -> (..., 1);
+    ValueError naming an unreadable formula or an unsupported element."""
     from speclake.pipelines.features.formula import ELEMENTS, parse_formula
 
     counts, charge = parse_formula(formula)
-    if charge:
-        raise ValueError(f"formula {formula!r} is charged: give the neutral molecule's formula")
-    return {e: int(n) for e, n in zip(ELEMENTS, counts) if n}
+    return {e: int(n) for e, n in zip(ELEMENTS, counts) if n}, int(charge)
 
 
-def unsaturation(counts: dict[str, int]) -> float:
-    """Rings plus double bonds (triple bonds twice) of a neutral formula (:func:`~speclake.pipelines.features.formula.rdbe`)."""
+def unsaturation(counts: dict[str, int], charge: int = 0) -> float:
+    """Rings plus double bonds (triple bonds twice) of a formula (:func:`~speclake.pipelines.features.formula.rdbe`,
+    plus half the charge: a permanent cation such as R4N+ or an anion such as RCOO- is an even-electron species)."""
     from speclake.pipelines.features.formula import ELEMENT_INDEX, N_ELEMENTS, rdbe
 
     vec = np.zeros(N_ELEMENTS, np.int64)
     for e, n in counts.items():
         vec[ELEMENT_INDEX[e]] = n
-    return float(rdbe(vec))
+    return float(rdbe(vec)) + charge / 2
 
 
 @dataclass
@@ -142,12 +142,12 @@ class FormulaConstraint:
     def __init__(self, tokens: Sequence[str], formula: str) -> None:
         import torch
 
-        counts = formula_counts(formula)
+        counts, charge = formula_counts(formula)
         self.info = info = token_info(tokens)
         names = sorted({e for e in info.element if e} | {e for e in counts if e != "H"})
         self.col = {e: j for j, e in enumerate(names)}
         self.target = [counts.get(e, 0) if e != "H" else 0 for e in names]   # hydrogens stay implicit
-        self.max_dbe = float(unsaturation(counts))
+        self.max_dbe = unsaturation(counts, charge)
         self.element = torch.tensor([self.col[e] if e else 0 for e in info.element], dtype=torch.long)
         self.kind = torch.from_numpy(info.kind)
         self.order = torch.from_numpy(info.order)
