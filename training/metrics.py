@@ -36,6 +36,10 @@ def pack_fingerprints(on_bits: Iterable[Sequence[int] | None], n_bits: int) -> n
     return packed.view(np.uint64) if len(rows) else np.zeros((0, dense.shape[1] // 64), np.uint64)
 
 
+#: Up to this many columns, :func:`tanimoto_matrix` counts intersections with popcounts instead of a matrix product.
+SMALL_SIDE = 32
+
+
 def tanimoto_matrix(a: np.ndarray, b: np.ndarray, *, rows: int = 4096, cols: int = 16384) -> np.ndarray:
     """(len(a), len(b)) float32 Tanimoto of packed fingerprints (two empty fingerprints: 0).
 
@@ -47,6 +51,10 @@ def tanimoto_matrix(a: np.ndarray, b: np.ndarray, *, rows: int = 4096, cols: int
         return out
     ca = np.bitwise_count(a).sum(axis=1).astype(np.float32)
     cb = np.bitwise_count(b).sum(axis=1).astype(np.float32)
+    if len(b) <= SMALL_SIDE:   # a few references (e.g. a scan's library hits): popcounts beat unpacking ``a``
+        inter = np.stack([np.bitwise_count(a & row[None, :]).sum(axis=1) for row in b], axis=1).astype(np.float32)
+        union = ca[:, None] + cb[None, :] - inter
+        return np.divide(inter, union, out=out, where=union > 0)
     for c0 in range(0, len(b), cols):
         bb = np.unpackbits(np.ascontiguousarray(b[c0:c0 + cols]).view(np.uint8), axis=1).astype(np.float32).T
         for r0 in range(0, len(a), rows):

@@ -143,6 +143,11 @@ class CandidateSource:
                    max_formulas=max_formulas, _index=index)
 
     @property
+    def index(self) -> Any:
+        """The opened :class:`speclake.index.search.StructureIndex` (None for a source made from a bare catalog)."""
+        return self._index
+
+    @property
     def morgan_index(self) -> bool:
         """Whether the index stores the Morgan fingerprints evidence uses (:func:`morgan_compatible`): candidates
         then carry them (:attr:`Candidate.fingerprint`), no RDKit needed downstream."""

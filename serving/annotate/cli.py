@@ -26,6 +26,8 @@ def _scan_bar(desc: str) -> Iterator:
                 bar.total = max(total or 0, done)
                 bar.n = done
                 bar.set_postfix_str("")
+            elif stage == "priors" and total:
+                bar.set_postfix_str(f"library priors of indexed structures {done:,}/{total:,}")
             elif done == 0:
                 bar.set_postfix_str(stage)
             bar.refresh()

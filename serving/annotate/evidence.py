@@ -18,8 +18,10 @@ process): read from the structure index when the candidates carry them (:attr:`C
 filled by :class:`.candidates.CandidateSource` from a ``fingerprint`` index with the same Morgan
 settings and RDKit), else computed with RDKit. Library fingerprints come from the lake's
 ``descriptors`` (``morgan_on``) when present, else from the structure index (the same SMILES) or
-computed from ``compounds``. The prior is one float32 matrix product per block of distinct skeletons
-(intersections are exact small integers), so every route gives the same features.
+computed from ``compounds``. The prior is one bfloat16 matrix product per block of distinct skeletons
+(intersections are exact small integers, :class:`.priors.ReferenceBits`), so every route gives the same
+features; for indexed candidates it is read from the index's precomputed prior files when they exist
+(:mod:`.priors`).
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from speclake.pipelines.features.descriptors import DescriptorSettings
 from speclake.training import metrics as M
 
 from .model import Candidate, Query
+from .priors import IndexPriors, ReferenceBits, reference_digest
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,8 @@ class FingerprintCache:
     def of(self, cands: Sequence[Candidate]) -> np.ndarray:
         """Fingerprints of candidates: those they carry from the structure index when the settings match."""
         given = [c.fingerprint for c in cands] if self.indexed() else None
+        if given and all(g is not None and len(g) == self.words for g in given):
+            return np.stack(given).astype(np.uint64, copy=False)   # all read from the index: nothing to cache
         return self.get([c.smiles for c in cands], given)
 
 
@@ -182,35 +187,31 @@ class EvidenceBuilder:
         self.fps = cache or FingerprintCache(reference.settings)
         self._prior: OrderedDict[str, float] = OrderedDict()
         self._prior_max = prior_cache_size
-        self._ref_bits: np.ndarray | None = None
-        self._ref_counts: np.ndarray | None = None
+        self._kernel: ReferenceBits | None = None
+        self._digest: str | None = None
+        self.index_priors: IndexPriors | None = None
 
-    def _reference_bits(self) -> np.ndarray:
-        """(bits, n_reference) float32 unpacked reference fingerprints, made once (the prior's matmul operand)."""
-        if self._ref_bits is None:
-            ref = np.ascontiguousarray(self.reference.fps)
-            self._ref_bits = np.unpackbits(ref.view(np.uint8), axis=1, bitorder="little").astype(np.float32).T.copy()
-            self._ref_counts = np.bitwise_count(ref).sum(axis=1).astype(np.float32)
-        return self._ref_bits
+    @property
+    def kernel(self) -> ReferenceBits:
+        """The reference's bits as the prior's matrix operand (made on first use)."""
+        if self._kernel is None:
+            self._kernel = ReferenceBits(self.reference.fps)
+        return self._kernel
 
-    def _max_tanimoto(self, fps: np.ndarray, chunk: int = 256) -> np.ndarray:
-        """Highest Tanimoto of each row to the reference: one float32 matrix product per block of rows (exact
-        small integers), the union and the division in place."""
-        out = np.zeros(len(fps))
-        if len(fps) == 0 or len(self.reference.keys) == 0:
-            return out
-        bits = self._reference_bits()
-        counts = np.bitwise_count(fps).sum(axis=1).astype(np.float32)
-        for lo in range(0, len(fps), chunk):
-            a = np.unpackbits(np.ascontiguousarray(fps[lo:lo + chunk]).view(np.uint8), axis=1,
-                              bitorder="little").astype(np.float32)
-            inter = a @ bits
-            union = np.add(counts[lo:lo + chunk, None], self._ref_counts[None, :])
-            union -= inter
-            np.maximum(union, 1.0, out=union)    # union 0: both empty, intersection 0, Tanimoto 0
-            np.divide(inter, union, out=inter)
-            out[lo:lo + chunk] = inter.max(axis=1)
-        return out
+    @property
+    def digest(self) -> str:
+        """Names this reference's precomputed priors (:func:`.priors.reference_digest`)."""
+        if self._digest is None:
+            self._digest = reference_digest(self.reference.keys, self.reference.fps)
+        return self._digest
+
+    def use_index_priors(self, priors: IndexPriors | None) -> None:
+        """Read priors of indexed candidates (``faiss_id``) from precomputed files instead of computing them."""
+        self.index_priors = priors if priors else None
+
+    def _max_tanimoto(self, fps: np.ndarray) -> np.ndarray:
+        """Highest Tanimoto of each packed row to the reference (:meth:`.priors.ReferenceBits.max_tanimoto`)."""
+        return self.kernel.max_tanimoto(fps)
 
     def warm_priors(self, cands: Sequence[Candidate]) -> dict[str, float]:
         """Compute the priors of every not yet cached skeleton among ``cands`` in one batch; returns the prior
@@ -227,6 +228,14 @@ class EvidenceBuilder:
             else:
                 self._prior.move_to_end(k)   # in use: not the next evicted
                 out[k] = v
+        if todo and self.index_priors is not None:   # precomputed for indexed structures
+            ids = [c.faiss_id for c in todo.values() if c.faiss_id is not None]
+            if ids:
+                for k, v in zip([k for k, c in todo.items() if c.faiss_id is not None],
+                                self.index_priors.lookup(ids).tolist()):
+                    if v == v:                          # NaN: that shard has no prior file
+                        out[k] = v
+                        del todo[k]
         if todo:
             new = dict(zip(todo, self._max_tanimoto(self.fps.of(list(todo.values()))).tolist()))
             out.update(new)
@@ -237,6 +246,12 @@ class EvidenceBuilder:
 
     def prior(self, cands: Sequence[Candidate]) -> np.ndarray:
         """Library prior of each candidate (cached per InChIKey-14; 1.0 for a library structure)."""
+        if self.index_priors is not None and cands and all(c.faiss_id is not None for c in cands):
+            out = self.index_priors.lookup([c.faiss_id for c in cands])   # precomputed: one vectorised read
+            lib = [i for i, c in enumerate(cands) if c.inchikey14 in self.reference.key_row]
+            out[lib] = 1.0
+            if not np.isnan(out).any():
+                return out
         vals = self.warm_priors(cands)
         return np.array([1.0 if c.inchikey14 in self.reference.key_row else vals[c.inchikey14]
                          for c in cands], np.float64)
@@ -287,7 +302,7 @@ class EvidenceBuilder:
         """:meth:`features` of every query (model scores batched over the queries); ``hits``: mode -> per
         query list of hits."""
         block: list[Candidate] = []   # priors warmed in blocks that fit the cache (a block evicts older ones)
-        for cands in candidates:
+        for cands in candidates if self.index_priors is None else ():   # precomputed: read per list instead
             block.extend(cands)
             if len(block) >= self._prior_max // 4:
                 self.warm_priors(block)

@@ -6,6 +6,8 @@ studies and lake writers go on; the lake lock is held only for each commit)::
     plan     sha256 of every file; files already in ``annotation_files`` for the study are skipped
     prepare  --structures added to the structure index; the library index brought up to date;
              the ranker loaded; what the lake lacks is reported (and annotation goes on without it)
+    priors   the library prior of every indexed structure not yet computed for this library
+             (:mod:`.priors`; once per index shard and library, then read by every scan)
     per file read (ingest's readers + cleaning) -> library search -> candidates -> rank -> rows,
              in process, or through Ray Data actors when the file has more than ``ray_min_scans``
              scans; then its ``annotations``, ``annotation_errors`` and ``annotation_files`` parts
@@ -64,6 +66,8 @@ class AnnotateSettings(BaseModel):
     # ~9 s), so Ray Data pays off from ~3,000-3,600 scans of one file (more cores or a cluster: sooner)
     ray_min_scans: int = Field(3000, ge=0, description="files with more scans than this go through Ray Data")
     batch_size: int = Field(256, ge=1, description="scans per batch (one library search, one ranker call)")
+    precompute_priors: int = Field(5_000_000, ge=0, description="precompute the library prior of every indexed "
+                                   "structure when the index holds at most this many (0: never; else per candidate)")
     ray_address: str | None = Field(None, description="Ray cluster address; None starts a local Ray when needed")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray (default: all)")
 
@@ -91,6 +95,7 @@ class AnnotateReport(RunReport):
     n_errors: int = 0                                             # scans in annotation_errors
     n_rows: int = 0                                               # annotations rows written
     missing: list[str] = field(default_factory=list)              # what the lake lacks, and how to make it
+    priors: dict[str, int] = field(default_factory=dict)          # index structures' priors computed / reused
     scans_per_second: float = 0.0                                 # scans / seconds of the per-file work
 
     @property
@@ -253,6 +258,9 @@ def annotate_study(files: Sequence[str | os.PathLike[str]], lake: str | os.PathL
             report.method = annotator.ranker.name
             report.missing += annotator.missing
             report.warnings += annotator.missing
+        with run.stage("priors"):
+            if annotator.source is not None and len(annotator.source.index or ()) <= settings.precompute_priors:
+                report.priors = annotator.ensure_priors(lambda done, total: run.note("priors", done, total)) or {}
         seen = {"read": 0, "done": 0}
 
         def tick(n: int) -> None:

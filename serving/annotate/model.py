@@ -64,3 +64,4 @@ class Ranked:
     scores: list[float]
     method: str
     confidence: float | None           # calibrated P(rank 1 is right at InChIKey-14), None when uncalibrated
+    n_candidates: int | None = None    # candidates scored (``candidates`` may keep only the best of them)

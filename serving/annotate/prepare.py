@@ -1,7 +1,7 @@
 """``speclake annotate-prepare``: make what the default annotation method needs, after a fresh ingest.
 
 :func:`prepare_lake` is one :class:`~speclake.lake.run.Run` of kind ``annotate-prepare`` (no lock of its
-own: each step takes the lock its own job takes) with four steps, each skipped when already up to date:
+own: each step takes the lock its own job takes) with five steps, each skipped when already up to date:
 
     features   the ``descriptors`` table (Morgan bits of library structures: the evidence's library
                fingerprints; ``--all-features`` for every feature)    up to date: every lake compound has
@@ -13,6 +13,8 @@ own: each step takes the lock its own job takes) with four steps, each skipped w
                up to date: it covers the current ``spectra`` version
     ranker     a fused, calibrated ranker (:func:`.rankers.fit_ranker`)   up to date: the newest ranker
                was fitted with the same settings on the same lake inputs (:func:`.rankers.lake_inputs`)
+    priors     the library prior of every indexed structure against the lake's library (:mod:`.priors`)
+               up to date: every index shard has its file for the current library
 
 The structure files added by this command are recorded in ``<lake>/reports/annotate-prepare.json``.
 """
@@ -39,7 +41,7 @@ from speclake.serving.annotate.rankers import FALLBACK, RankerSettings, lake_inp
 
 log = logging.getLogger(__name__)
 
-STEPS = ("features", "index", "library", "ranker")
+STEPS = ("features", "index", "library", "ranker", "priors")
 #: Record of the structure files this command added, per index: ``{index_name: {sha256: path}}``.
 RECORD = Path("reports") / "annotate-prepare.json"
 DONE, SKIPPED = "done", "skipped"
@@ -182,6 +184,10 @@ def prepare_lake(lake: str | os.PathLike[str], structures: Sequence[str | os.Pat
             t0 = time.perf_counter()
             status, detail = _ranker(root, settings, progress, report)
             step("ranker", status, t0, detail)
+        with run.stage("priors"):
+            t0 = time.perf_counter()
+            status, detail = _priors(root, settings, progress)
+            step("priors", status, t0, detail)
     return report
 
 
@@ -255,6 +261,22 @@ def _ranker(root: Path, settings: PrepareSettings, progress: Progress | None,
     report.calibration = {"n": cal["n"], "ece": cal["ece"], "above": cal["above"]}
     n = metrics["test"]["n_queries"]
     return status, f"{ranker_id} ({'fitted' if status == DONE else 'up to date'}; {n:,} test queries)"
+
+
+def _priors(root: Path, settings: PrepareSettings, progress: Progress | None) -> tuple[str, str]:
+    from speclake.serving.annotate.steps import Annotator, StepSettings
+
+    annotator = Annotator(root, StepSettings(index_name=settings.index_name))
+    try:
+        note = (lambda done, total: progress("priors", done, total)) if progress is not None else None
+        stats = annotator.ensure_priors(note)
+    finally:
+        annotator.close()
+    if stats is None:
+        return SKIPPED, f"no Morgan fingerprint index {settings.index_name!r}: priors are computed per candidate"
+    if not stats["computed"]:
+        return SKIPPED, f"{stats['reused']:,} structures' priors up to date"
+    return DONE, f"{stats['computed']:,} structures' priors computed ({stats['reused']:,} up to date)"
 
 
 # -- the command ---------------------------------------------------------------------------------------

@@ -120,19 +120,23 @@ class Ranker:
         return fallback_scores(X)
 
     def rank(self, queries: Sequence[Query], candidates: Sequence[Sequence[Candidate]],
-             hits: Hits | None = None) -> list[Ranked]:
-        """Each query's candidates best first (ties by InChIKey-14), their evidence in ``Candidate.features``."""
+             hits: Hits | None = None, top: int | None = None) -> list[Ranked]:
+        """Each query's candidates best first (ties by InChIKey-14), their evidence in ``Candidate.features``;
+        ``top``: keep only the best ``top`` of each list (the confidence still reads the whole list)."""
         out = []
         names = self.names
         for q, cands, X in zip(queries, candidates, self.matrices(queries, candidates, hits)):
             s = self.scores(X)
-            order = sorted(range(len(cands)), key=lambda i: (-s[i], cands[i].inchikey14))
-            for i, c in enumerate(cands):
-                c.features.update(zip(names, X[i].tolist()))
+            order = np.lexsort((np.array([c.inchikey14 for c in cands], dtype=object).astype(str), -s)).tolist() \
+                if len(cands) else []
+            order = order[:top] if top is not None else order
+            for i in order:
+                cands[i].features.update(zip(names, X[i].tolist()))
             conf = None
             if self.calibrator is not None and len(cands):
                 conf = float(self.calibrator([softmax(s)[order[0]]])[0])
-            out.append(Ranked(q, [cands[i] for i in order], [float(s[i]) for i in order], self.name, conf))
+            out.append(Ranked(q, [cands[i] for i in order], [float(s[i]) for i in order], self.name, conf,
+                              n_candidates=len(cands)))
         return out
 
 

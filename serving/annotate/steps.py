@@ -16,7 +16,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -156,8 +156,8 @@ def ranked_rows(ranked: Ranked, lib: dict[str, tuple[Any, str, dict[str, Any]]],
     """``annotations`` rows of one scan (without study and run id): its top ``top_k`` candidates, or one
     ``no_candidates`` row carrying the scan's best library hit, if any."""
     base = _query_cols(ranked.query)
-    n = len(ranked.candidates)
-    if not n:
+    n = ranked.n_candidates if ranked.n_candidates is not None else len(ranked.candidates)
+    if not ranked.candidates:
         return [{**base, "rank": None, "status": "no_candidates", "inchikey": None, "inchikey14": None,
                  "smiles": None, "compound_name": None, "formula": None, "adduct": None, "adduct_rank": None,
                  "formula_rank": None, "score": None, "method": ranked.method, "confidence": None,
@@ -196,6 +196,7 @@ class Annotator:
         self.lookup = LibraryLookup(lake_dir) if self.library is not None else None
         self.source = self._open_candidates()
         self.ranker = load_ranker(lake_dir, settings.method)
+        self._open_priors()
         if settings.method is None and not list_rankers(lake_dir):
             self.missing.append(f"no fitted ranker: ranking with {self.ranker.name} (library evidence and the "
                                 "prior, no confidence); fit one with `speclake annotate-prepare --lake DIR`")
@@ -221,6 +222,28 @@ class Annotator:
                                 "structures of library hits; build it with `speclake index build --lake DIR` "
                                 "or `speclake annotate --structures FILES`")
             return None
+
+    def _open_priors(self) -> None:
+        """Read indexed candidates' priors from the index's precomputed files (:mod:`.priors`) where they exist."""
+        from speclake.serving.annotate.priors import IndexPriors
+
+        if self.source is not None and self.source.morgan_index:
+            ev = self.ranker.evidence
+            ev.use_index_priors(IndexPriors.open(self.source.index, ev.digest))
+
+    def ensure_priors(self, progress: Callable[[int, int], None] | None = None) -> dict[str, int] | None:
+        """Precompute the library prior of every indexed structure not yet done for this library (once per
+        index shard and library; :func:`.priors.ensure_shard_priors`), then read them from there; None when
+        there is no Morgan fingerprint index (priors are then computed per candidate)."""
+        from speclake.serving.annotate.priors import ensure_shard_priors
+
+        if self.source is None or not self.source.morgan_index:
+            return None
+        ev = self.ranker.evidence
+        stats = ensure_shard_priors(self.source.index, ev.reference.keys, ev.reference.fps, reference=ev.kernel,
+                                    progress=progress)
+        self._open_priors()
+        return stats
 
     def close(self) -> None:
         if self.source is not None:
@@ -277,7 +300,8 @@ class Annotator:
             cands = self.source.candidates(list(queries))
         else:
             cands = [library_candidates(q, h, self.settings.ppm) for q, h in zip(queries, lib)]
-        ranked = self.ranker.rank(list(queries), cands, {IDENTITY: identity, ANALOGUE: analogue})
+        ranked = self.ranker.rank(list(queries), cands, {IDENTITY: identity, ANALOGUE: analogue},
+                                  top=self.settings.top_k)
         rows: list[dict[str, Any]] = []
         for r, l, i, a in zip(ranked, lib, identity, analogue):
             rows += ranked_rows(r, l, self.settings.top_k, _best_hit(i, a, info))

@@ -159,7 +159,7 @@ def test_max_tanimoto_equals_the_tanimoto_matrix_maximum():
     ref = LibraryReference([f"K{i:013d}" for i in range(300)], M.pack_fingerprints([on() for _ in range(300)], 2048),
                            {})
     fps = M.pack_fingerprints([on() for _ in range(50)] + [[]], 2048)
-    got = EvidenceBuilder(ref, {})._max_tanimoto(fps, chunk=16)
+    got = EvidenceBuilder(ref, {})._max_tanimoto(fps)
     np.testing.assert_array_equal(got, M.tanimoto_matrix(fps, ref.fps).max(axis=1).astype(np.float64))
 
 

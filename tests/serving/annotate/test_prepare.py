@@ -35,8 +35,9 @@ def test_prepare_makes_what_annotate_needs_then_skips_it(lake, spark):
 
     settings = PrepareSettings(num_cpus=1, ranker=RankerSettings(max_formulas=2))
     first = prepare_lake(lake, settings=settings, spark=spark)
-    assert [s["step"] for s in first.steps] == ["features", "index", "library", "ranker"]
-    assert [s["status"] for s in first.steps] == ["done"] * 4, first.steps
+    assert [s["step"] for s in first.steps] == ["features", "index", "library", "ranker", "priors"]
+    assert [s["status"] for s in first.steps] == ["done"] * 5, first.steps
+    assert list((lake / "index").rglob("priors-*.npy")), "every index shard gets its library priors"
     assert descriptors_todo(Lake(lake), FeaturesSettings().settings_hash()) == 0, "every compound has descriptors"
     assert read_manifest(lake / "index" / "fingerprint")["count"] > 0
     assert LibraryIndex.load(lake).spectra_version == Lake(lake).current("spectra").version
@@ -46,7 +47,7 @@ def test_prepare_makes_what_annotate_needs_then_skips_it(lake, spark):
     assert set(first.stage_seconds) >= {"features", "index", "library", "ranker"}
 
     second = prepare_lake(lake, settings=settings, spark=spark)
-    assert [s["status"] for s in second.steps] == ["skipped"] * 4, second.steps
+    assert [s["status"] for s in second.steps] == ["skipped"] * 5, second.steps
     assert second.ranker_id == first.ranker_id and not second.ranker_fitted
     assert len(list_rankers(lake)) == 1, "an up-to-date ranker is not fitted again"
 
@@ -61,6 +62,6 @@ def test_prepare_makes_what_annotate_needs_then_skips_it(lake, spark):
                                     "--test", "5000"])
     assert out.exit_code == 0, out.output
     lines = {line.split()[0]: line for line in out.output.splitlines() if line.split()}
-    for step in ("features", "index", "library"):
+    for step in ("features", "index", "library", "priors"):
         assert "skipped" in lines[step], f"the command skips the up-to-date {step} step: {out.output}"
     assert "hit@1" in out.output and "ECE" in out.output and "random" in lines, out.output
