@@ -1,5 +1,6 @@
-"""Calibrated confidence that rank 1 is right: isotonic regression of P(correct) on a rank-1 score,
-expected calibration error (ECE), the reliability curve and COSMIC-style precision above thresholds.
+"""Calibrated confidence that rank 1 is right: isotonic regression of P(correct) on a rank-1 score (fitted
+apart for library and non-library rank-1 structures, :class:`SplitCalibrator`), expected calibration error
+(ECE), the reliability curve and COSMIC-style precision above thresholds.
 
 The calibrator is stored as the isotonic step function's knots (JSON), applied by linear
 interpolation, so a ranker never needs pickles to give a probability.
@@ -38,8 +39,8 @@ class IsotonicCalibrator:
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip", increasing=True).fit(s[ok], c[ok])
         return cls(np.asarray(iso.X_thresholds_, np.float64), np.asarray(iso.y_thresholds_, np.float64), int(ok.sum()))
 
-    def __call__(self, scores: Sequence[float] | np.ndarray) -> np.ndarray:
-        """Probabilities (NaN score -> the lowest probability)."""
+    def __call__(self, scores: Sequence[float] | np.ndarray, in_library: Sequence[bool] | None = None) -> np.ndarray:
+        """Probabilities (NaN score -> the lowest probability); ``in_library`` is ignored (one map for all)."""
         s = np.asarray(scores, dtype=np.float64)
         s = np.where(np.isnan(s), -np.inf, s)
         if len(self.x) == 1:
@@ -54,6 +55,49 @@ class IsotonicCalibrator:
         if d.get("kind") != "isotonic":
             raise ValueError(f"unknown calibrator kind {d.get('kind')!r}; expected 'isotonic'")
         return cls(np.asarray(d["x"], np.float64), np.asarray(d["y"], np.float64), int(d.get("n_fit", 0)))
+
+
+@dataclass
+class SplitCalibrator:
+    """Two isotonic maps: for scans whose rank-1 structure is a library structure (prior 1) and for the rest.
+
+    Known compounds (a library structure at rank 1, usually backed by identity hits) and novel ones reach the
+    same rank-1 probability with very different odds of being right; one pooled map is then under-confident
+    for the first and over-confident for the second in proportion to the fitting mix (25 % known queries),
+    whatever a study's own mix is. Fitted apart, each group's confidence holds whatever the mix. A group with
+    fewer than ``min_group`` fitting lists uses the pooled map."""
+
+    library: IsotonicCalibrator
+    other: IsotonicCalibrator
+    pooled: IsotonicCalibrator
+
+    @classmethod
+    def fit(cls, scores: Sequence[float], correct: Sequence[bool], in_library: Sequence[bool],
+            min_group: int = 50) -> "SplitCalibrator":
+        s, c, lib = (np.asarray(a) for a in (scores, correct, in_library))
+        pooled = IsotonicCalibrator.fit(s, c)
+        parts = [IsotonicCalibrator.fit(s[m], c[m]) if int(np.isfinite(s[m]).sum()) >= min_group else pooled
+                 for m in (lib.astype(bool), ~lib.astype(bool))]
+        return cls(parts[0], parts[1], pooled)
+
+    def __call__(self, scores: Sequence[float] | np.ndarray, in_library: Sequence[bool] | None = None) -> np.ndarray:
+        """Probabilities; without ``in_library`` the pooled map."""
+        s = np.asarray(scores, dtype=np.float64)
+        if in_library is None:
+            return self.pooled(s)
+        lib = np.asarray(in_library, dtype=bool)
+        return np.where(lib, self.library(s), self.other(s))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "split", "library": self.library.to_dict(), "other": self.other.to_dict(),
+                "pooled": self.pooled.to_dict()}
+
+
+def load_calibrator(d: dict[str, Any]) -> IsotonicCalibrator | SplitCalibrator:
+    """A calibrator from its JSON (``isotonic`` or ``split``)."""
+    if d.get("kind") == "split":
+        return SplitCalibrator(*(IsotonicCalibrator.from_dict(d[k]) for k in ("library", "other", "pooled")))
+    return IsotonicCalibrator.from_dict(d)
 
 
 def reliability_curve(probs: Sequence[float], correct: Sequence[bool], n_bins: int = 10) -> list[dict[str, float]]:

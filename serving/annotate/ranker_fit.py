@@ -22,11 +22,11 @@ import numpy as np
 from speclake.lake.catalog import Lake
 from speclake.lake.run import Progress, Run, RunReport
 
-from .calibration import IsotonicCalibrator, calibration_report
+from .calibration import SplitCalibrator, calibration_report
 from .evidence import EvidenceBuilder, LibraryReference
 from .fusion import (LinearFusion, fit_listwise, hit_summary, lake_queries, library_hits, ranks_of_truth, softmax,
                      truth_rows)
-from .rankers import (FALLBACK, LOWER_IS_BETTER, RankerSettings, Rerank, fallback_scores, lake_inputs,
+from .rankers import (FALLBACK, LOWER_IS_BETTER, RankerSettings, Rerank, fallback_scores, in_library, lake_inputs,
                       prior_scores, rankers_root)
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,17 @@ def _top_prob(model: LinearFusion, X: np.ndarray) -> float:
     return float(softmax(model.score(X)).max()) if len(X) else float("nan")
 
 
+def _top_in_library(model: LinearFusion, X: np.ndarray) -> bool:
+    """Whether the model's rank-1 candidate is a library structure (the calibration group)."""
+    return bool(len(X)) and in_library(X[int(np.argmax(model.score(X)))], model.features)
+
+
+def _confidences(calibrator: Any, fusion: LinearFusion, X_list: Sequence[np.ndarray]) -> np.ndarray:
+    """Calibrated rank-1 confidence of each list (0 for an empty one)."""
+    return np.array([float(calibrator([_top_prob(fusion, X)], [_top_in_library(fusion, X)])[0]) if len(X) else 0.0
+                     for X in X_list])
+
+
 def novelty(data: dict[str, Any], builder: EvidenceBuilder) -> np.ndarray:
     """Per query: its true structure's highest Tanimoto to the library (training) structures."""
     from speclake.training import metrics as M
@@ -144,7 +155,7 @@ def _random_metrics(data: dict[str, Any], novelty: np.ndarray) -> dict[str, Any]
     return out
 
 
-def _known_metrics(data: dict[str, Any], fusion: LinearFusion, calibrator: IsotonicCalibrator, n_bins: int,
+def _known_metrics(data: dict[str, Any], fusion: LinearFusion, calibrator: SplitCalibrator, n_bins: int,
                    ) -> dict[str, Any]:
     """hit@k of fused, prior, library+prior and random on the known-structure test queries (their structure
     has other library spectra; never a structure the fusion trained on) and the calibration there."""
@@ -159,7 +170,7 @@ def _known_metrics(data: dict[str, Any], fusion: LinearFusion, calibrator: Isoto
                                                       for X in data["X"]], data["truth"])),
                "random": _random_metrics(data, np.ones(n))["all"]}
     has = np.array([len(X) > 0 for X in data["X"]], dtype=bool)
-    conf = np.array([float(calibrator([_top_prob(fusion, X)])[0]) if len(X) else 0.0 for X in data["X"]])
+    conf = _confidences(calibrator, fusion, data["X"])
     return {"n_queries": n, "n_structures": len({t["inchikey14"] for t in data["truths"]}),
             "truth_in_candidates": float(np.mean([t is not None for t in data["truth"]])),
             "methods": methods, "calibration": calibration_report(conf[has], fused[has] == 1, n_bins)}
@@ -251,6 +262,7 @@ def _fit(lake: str | os.PathLike[str], settings: RankerSettings, source: Any, ru
     t_fit = time.perf_counter()
     fold = _folds(keys, settings.folds, settings.seed)
     oof = np.full(len(keys), np.nan)
+    oof_lib = np.zeros(len(keys), bool)
     for k in range(settings.folds):
         tr = np.flatnonzero(fold != k)
         try:
@@ -258,14 +270,14 @@ def _fit(lake: str | os.PathLike[str], settings: RankerSettings, source: Any, ru
         except ValueError:
             continue
         for i in np.flatnonzero(fold == k):
-            oof[i] = _top_prob(m, train_X[i])
+            oof[i], oof_lib[i] = _top_prob(m, train_X[i]), _top_in_library(m, train_X[i])
     fusion = fit_listwise(train_X, train_truth, names, l2=settings.l2)
     val_scores = [fusion.score(X) if len(X) else np.zeros(0) for X in train_X]
     val_correct = ranks_of_truth(val_scores, train_truth) == 1
     has = np.array([len(c) > 0 for c in train_cands]) & np.isfinite(oof)
     if not has.any():
         raise ValueError("no validation query got an out-of-fold score: too few validation structures to calibrate")
-    calibrator = IsotonicCalibrator.fit(oof[has], val_correct[has])
+    calibrator = SplitCalibrator.fit(oof[has], val_correct[has], oof_lib[has])
     # test: the fused ranker beside the prior, library+prior and random on the same candidates
     t0, c0 = run.lap("fit", t_fit), time.process_time()
     tscores = [fusion.score(X) if len(X) else np.zeros(0) for X in test["X"]]
@@ -281,7 +293,7 @@ def _fit(lake: str | os.PathLike[str], settings: RankerSettings, source: Any, ru
     methods = {name: _method_metrics(r, nov) for name, r in ranks.items()}
     methods["random"] = _random_metrics(test, nov)
     has_t = np.array([len(X) > 0 for X in test["X"]], dtype=bool)
-    conf = np.array([float(calibrator([_top_prob(fusion, X)])[0]) if len(X) else 0.0 for X in test["X"]])
+    conf = _confidences(calibrator, fusion, test["X"])
     n_test = len(test["queries"])
     metrics = {
         "ranker_id": None, "features": list(names),
@@ -292,7 +304,8 @@ def _fit(lake: str | os.PathLike[str], settings: RankerSettings, source: Any, ru
                        if val_keys else None,
                        # the isotonic map on the out-of-fold scores it was fitted on: in-sample, ECE ~ 0 by
                        # construction; the honest calibration numbers are the test split's
-                       "calibration_in_sample": calibration_report(calibrator(oof[has]), val_correct[has],
+                       "calibration_in_sample": calibration_report(calibrator(oof[has], oof_lib[has]),
+                                                                   val_correct[has],
                                                                    settings.n_bins)},
         "test": {"n_queries": n_test, "n_structures": len({t["inchikey14"] for t in test["truths"]}),
                  "truth_in_candidates": float(np.mean([t is not None for t in test["truth"]])) if n_test else None,
@@ -313,7 +326,7 @@ def _fit(lake: str | os.PathLike[str], settings: RankerSettings, source: Any, ru
 
 
 def _save(lake: str | os.PathLike[str], settings: RankerSettings, fusion: LinearFusion,
-          calibrator: IsotonicCalibrator, metrics: dict[str, Any], structures: list[str],
+          calibrator: SplitCalibrator, metrics: dict[str, Any], structures: list[str],
           inputs: dict[str, Any] | None = None, rerank: Rerank | None = None) -> str:
     """Write the artifact into a temporary folder, then rename it into place (never half-written)."""
     now = datetime.now(timezone.utc)

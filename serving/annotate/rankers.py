@@ -2,7 +2,7 @@
 
 A fitted ranker lives in ``<lake>/models/rankers/<ranker_id>/``: ``settings.json`` (how it was made,
 with the split and the features), ``weights.json`` (:class:`.fusion.LinearFusion`),
-``calibration.json`` (:class:`.calibration.IsotonicCalibrator`), ``metrics.json`` (test hit@1/5/20
+``calibration.json`` (:class:`.calibration.SplitCalibrator`), ``metrics.json`` (test hit@1/5/20
 overall and per novelty stratum beside the library prior, library+prior and random on the same
 candidates; calibration on validation and test; the same on *known* test structures) and
 ``training_structures.json`` (the InChIKey-14 it was fitted on: validation, and training-split ones of
@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from speclake.lake.catalog import Lake
 from speclake.training.split import SplitSettings
 
-from .calibration import IsotonicCalibrator
+from .calibration import IsotonicCalibrator, SplitCalibrator, load_calibrator
 from .evidence import FEATURES, EvidenceBuilder, LibraryReference
 from .fusion import LinearFusion, softmax
 from .model import Candidate, Query, Ranked
@@ -85,7 +85,8 @@ class Ranker:
     """
 
     def __init__(self, name: str, evidence: EvidenceBuilder, fusion: LinearFusion | None = None,
-                 calibrator: IsotonicCalibrator | None = None, metrics: dict[str, Any] | None = None,
+                 calibrator: IsotonicCalibrator | SplitCalibrator | None = None,
+                 metrics: dict[str, Any] | None = None,
                  rerank: "Rerank | None" = None) -> None:
         self.name = name
         self.evidence = evidence
@@ -134,7 +135,7 @@ class Ranker:
                 cands[i].features.update(zip(names, X[i].tolist()))
             conf = None
             if self.calibrator is not None and len(cands):
-                conf = float(self.calibrator([softmax(s)[order[0]]])[0])
+                conf = float(self.calibrator([softmax(s)[order[0]]], [in_library(X[order[0]], names)])[0])
             out.append(Ranked(q, [cands[i] for i in order], [float(s[i]) for i in order], self.name, conf,
                               n_candidates=len(cands)))
         return out
@@ -167,6 +168,11 @@ class Rerank:
                 F[order] = F_top
             out.append(np.hstack([X, F]))
         return out
+
+
+def in_library(row: np.ndarray, names: Sequence[str]) -> bool:
+    """Whether a candidate's evidence row says it is a library structure (prior 1)."""
+    return bool(row[list(names).index("prior")] >= 1.0 - 1e-9)
 
 
 def fallback_scores(X: np.ndarray) -> np.ndarray:
@@ -237,7 +243,7 @@ def load_ranker(lake: str | os.PathLike[str], method: str | None = None) -> Rank
             or (rerank and tuple(fusion.features[len(features):]) != rerank.names)):
         raise ValueError(f"ranker {method} was fitted on features {fusion.features}, this code makes {FEATURES} "
                          f"(+ model:<id>, + the fragmenter's); fit it again")
-    cal = IsotonicCalibrator.from_dict(json.loads((d / "calibration.json").read_text()))
+    cal = load_calibrator(json.loads((d / "calibration.json").read_text()))
     metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").is_file() else {}
     return Ranker(method, _builder(lake, [f.partition(":")[2] for f in extra]), fusion, cal, metrics, rerank)
 

@@ -47,3 +47,26 @@ def test_precision_above_thresholds():
     assert (by_t[0.9]["n"], by_t[0.9]["precision"]) == (1, 1.0)
     report = calibration_report([0.95, 0.3], [True, False])
     assert report["accuracy"] == 0.5 and set(report) >= {"ece", "reliability", "above"}
+
+
+def test_split_calibration_keeps_known_and_novel_answers_honest():
+    """At the same rank-1 score, library answers are right 90 % of the time and others 20 %: the split map gives
+    each group its own rate where one pooled map is off for both; a group too small falls back to the pooled
+    map; the JSON round trip keeps it."""
+    from speclake.serving.annotate.calibration import SplitCalibrator, load_calibrator
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    lib = rng.random(n) < 0.25
+    score = np.full(n, 0.5)
+    correct = np.where(lib, rng.random(n) < 0.9, rng.random(n) < 0.2)
+    split = SplitCalibrator.fit(score, correct, lib)
+    got = split([0.5, 0.5], [True, False])
+    assert abs(got[0] - 0.9) < 0.05 and abs(got[1] - 0.2) < 0.05
+    pooled = IsotonicCalibrator.fit(score, correct)([0.5])[0]
+    assert 0.3 < pooled < 0.5, "the pooled map is over-confident for novel and under-confident for known answers"
+    again = load_calibrator(split.to_dict())
+    np.testing.assert_allclose(again([0.5, 0.5], [True, False]), got)
+    few = SplitCalibrator.fit(score, correct, np.arange(n) < 10, min_group=50)
+    assert few([0.5], [True])[0] == pytest.approx(few.pooled([0.5])[0])
+    assert isinstance(load_calibrator(IsotonicCalibrator.fit(score, correct).to_dict()), IsotonicCalibrator)
