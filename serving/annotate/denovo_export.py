@@ -51,6 +51,7 @@ def parent_tanimoto(smiles: list[str | None], parents: list[str | None]) -> pa.A
 def denovo_export_table(lake: str | os.PathLike[str], study: str, *, top: int | None = None) -> pa.Table:
     """The de novo export table of ``study`` (ValueError naming the studies with proposals when it has none)."""
     from speclake.lake.sql import connect
+    from speclake.serving.annotate.export import unknown_study
 
     if top is not None and top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
@@ -68,9 +69,7 @@ def denovo_export_table(lake: str | os.PathLike[str], study: str, *, top: int | 
             ORDER BY d.source_file, d.query_id, d.run_id, d.rank""",
                         params=[study] + ([top] if top is not None else [])).to_arrow_table()
         if table.num_rows == 0:
-            studies = [r[0] for r in con.sql("SELECT DISTINCT study FROM denovo_candidates ORDER BY 1").fetchall()]
-            raise ValueError(f"no de novo proposals of study {study!r} in {lake}; studies there: "
-                             f"{', '.join(studies) if studies else 'none (run `speclake denovo` first)'}")
+            raise unknown_study(con, "denovo_candidates", study, lake, "de novo proposals", "speclake denovo")
     finally:
         con.close()
     table = table.rename_columns(own + [name for name, _ in extra])

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -83,9 +84,7 @@ def export_table(lake: str | os.PathLike[str], study: str, *, rank1: bool = Fals
             ORDER BY a.source_file, a.scan_number NULLS LAST, a.query_id, a.rank NULLS FIRST""",
                         params=[study]).to_arrow_table()
         if table.num_rows == 0:
-            studies = [r[0] for r in con.sql("SELECT DISTINCT study FROM annotations ORDER BY 1").fetchall()]
-            raise ValueError(f"no annotations of study {study!r} in {lake}; studies there: "
-                             f"{', '.join(studies) if studies else 'none (run `speclake annotate` first)'}")
+            raise unknown_study(con, "annotations", study, lake, "annotations", "speclake annotate")
     finally:
         con.close()
     names = [f.name for f in ANNOTATIONS] + [name for name, _ in extra]
@@ -98,6 +97,14 @@ def export_path(out: str | os.PathLike[str]) -> Path:
     if path.suffix.lower() not in FORMATS:
         raise ValueError(f"cannot write {path.name}: use a file name ending in {', '.join(FORMATS)}")
     return path
+
+
+def unknown_study(con: Any, table: str, study: str, lake: str | os.PathLike[str], what: str, command: str
+                  ) -> ValueError:
+    """The error for a study with no rows in ``table``, naming the studies that have some."""
+    studies = [r[0] for r in con.sql(f"SELECT DISTINCT study FROM {table} ORDER BY 1").fetchall()]
+    return ValueError(f"no {what} of study {study!r} in {lake}; studies there: "
+                      f"{', '.join(studies) if studies else f'none (run `{command}` first)'}")
 
 
 def write_export(table: pa.Table, out: str | os.PathLike[str]) -> Path:
