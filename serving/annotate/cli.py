@@ -43,7 +43,8 @@ def _scan_bar(desc: str) -> Iterator:
 @click.option("--top-k", type=click.IntRange(min=1), default=20, show_default=True,
               help="Ranked structures kept per scan.")
 @click.option("--method", default=None,
-              help="Registered ranker to use (default: the lake's best fitted one, else library+prior).")
+              help="Registered ranker to use (default: the lake's best fitted one, else library+prior; prior: the "
+                   "spectrum-free baseline).")
 @click.option("--ppm", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               help="Precursor m/z tolerance of structure candidates and of identity library search.")
 @click.option("--ionmode", type=click.Choice(["positive", "negative"]), default=None,

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 RANKERS_DIR = Path("models") / "rankers"
 FALLBACK = "library+prior"
+#: The spectrum-free baseline: candidates ordered by the library prior alone (benchmarks compare against it).
+PRIOR = "prior"
 #: Evidence columns where a smaller value is better evidence (when a column ranks alone).
 LOWER_IS_BETTER = ("tree_gap", "abs_ppm")
 Hits = Mapping[str, Sequence[Sequence[Any]]]
@@ -87,13 +89,14 @@ class Ranker:
     def __init__(self, name: str, evidence: EvidenceBuilder, fusion: LinearFusion | None = None,
                  calibrator: IsotonicCalibrator | SplitCalibrator | None = None,
                  metrics: dict[str, Any] | None = None,
-                 rerank: "Rerank | None" = None) -> None:
+                 rerank: "Rerank | None" = None, base: Any = None) -> None:
         self.name = name
         self.evidence = evidence
         self.fusion = fusion
         self.calibrator = calibrator
         self.metrics = metrics or {}
         self.rerank = rerank
+        self.base = base or fallback_scores     # the scores without a fusion (library+prior, or prior alone)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -118,7 +121,7 @@ class Ranker:
             return np.zeros(0)
         if self.fusion is not None:
             return self.fusion.score(X)
-        return fallback_scores(X)
+        return self.base(X)
 
     def rank(self, queries: Sequence[Query], candidates: Sequence[Sequence[Candidate]],
              hits: Hits | None = None, top: int | None = None) -> list[Ranked]:
@@ -226,11 +229,13 @@ def load_ranker(lake: str | os.PathLike[str], method: str | None = None) -> Rank
                         "with `speclake annotate-prepare --lake %s`", lake, FALLBACK, lake)
             return Ranker(FALLBACK, _builder(lake))
         method = fitted[0]["ranker_id"]
+    if method == PRIOR:
+        return Ranker(PRIOR, _builder(lake), base=prior_scores)
     if method == FALLBACK:
         return Ranker(FALLBACK, _builder(lake))
     d = rankers_root(lake) / method
     if not (d / "settings.json").is_file():
-        names = [FALLBACK] + [r["ranker_id"] for r in fitted]
+        names = [FALLBACK, PRIOR] + [r["ranker_id"] for r in fitted]
         raise ValueError(f"unknown ranker {method!r}; choose from {', '.join(names)}")
     fusion = LinearFusion.from_dict(json.loads((d / "weights.json").read_text()))
     rerank = None

@@ -46,6 +46,27 @@ def test_lake_without_ranker_falls_back_to_uncalibrated_library_prior(lake):
         assert r.scores == sorted(r.scores, reverse=True)
 
 
+def test_prior_method_orders_candidates_by_the_library_prior_alone(lake):
+    """`--method prior` (the spectrum-free baseline of the benchmarks) ranks every list by its prior column,
+    with no confidence; an unknown method names the choices, prior among them."""
+    from speclake.serving.annotate.candidates import CandidateSource
+    from speclake.serving.annotate.fusion import lake_queries, library_hits
+    from speclake.serving.annotate.rankers import PRIOR
+    from speclake.training.split import SplitSettings
+
+    ranker = load_ranker(lake, PRIOR)
+    queries, _ = lake_queries(lake, "test", SplitSettings(), cap=10)
+    with CandidateSource.open(lake) as src:
+        cands = src.candidates(queries)
+    ranked = ranker.rank(queries, cands, library_hits(lake, queries))
+    assert any(len(r.candidates) > 1 for r in ranked)
+    for r in ranked:
+        priors = [c.features["prior"] for c in r.candidates]
+        assert r.method == PRIOR and r.confidence is None and priors == sorted(priors, reverse=True)
+    with pytest.raises(ValueError, match="prior"):
+        load_ranker(lake, "no-such-ranker")
+
+
 def test_fit_registers_a_ranker_with_test_metrics_beside_the_prior(lake, fitted):
     ranker_id, metrics = fitted
     d = lake / "models" / "rankers" / ranker_id
