@@ -22,7 +22,9 @@ Parts, one printed table each:
 6. accuracy of the ranked rows against the hidden InChIKey-14: hit@1/5/20 overall and per novelty
    stratum (max Tanimoto of the true structure to training-split structures), beside random on the
    same lists and the ranker's own test metrics (prior, library+prior, random on its candidates); the
-   COSMIC-style table: of the rank-1 hits with confidence >= 0.5 / 0.8 / 0.9, the fraction correct.
+   COSMIC-style table: of the rank-1 hits with confidence >= 0.5 / 0.8 / 0.9, the fraction correct;
+   ``--baselines``: the same study annotated again with ``--method prior`` and ``library+prior`` (the
+   same candidate lists), hit@k per stratum beside the fused ranker.
 7. library search queries/s vs Flash entropy search and matchms: :mod:`benchmarks.library_bench`
    on the work lake.
 
@@ -236,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--refit", action="store_true", help="fit a new ranker even when one is registered")
     ap.add_argument("--library-queries", type=int, default=1000)
     ap.add_argument("--no-library", action="store_true", help="skip part 7 (library_bench)")
+    ap.add_argument("--baselines", action="store_true",
+                    help="annotate the study again with the prior and library+prior methods (same candidate lists)")
     ap.add_argument("--top-k", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=str(RESULTS / "annotate_bench.json"))
@@ -398,6 +402,25 @@ def main(argv: list[str] | None = None) -> int:
         worse = [g for g in fused if g in prior and fused[g].get("hit1", 0) <= prior[g].get("hit1", 0)]
         print("fused beats the prior at hit@1 overall and in every stratum" if not worse else
               f"fused does NOT beat the prior at hit@1 in: {', '.join(worse)}")
+    if args.baselines:   # the same scans and candidate lists, ranked by the spectrum-free baselines
+        from speclake.serving.annotate.rankers import FALLBACK, PRIOR
+
+        base = {"fused": acc}
+        for method in (PRIOR, FALLBACK):
+            name = f"{study}-{method.replace('+', '-')}"
+            annotate_study([mgf], work, name, AnnotateSettings(top_k=args.top_k, method=method))
+            rb = _ranks(work, name, titles, truth14)
+            base[method] = {g: _hits(rb["rank"], rb["n_candidates"], i) for g, i in groups.items()}
+        print("\n6d. the study's own lists ranked by the fused ranker and by the baselines (hit@1 / hit@5 / hit@20)")
+        print(f"{'stratum':<24}{'n':>6}" + "".join(f"{m:>24}" for m in base) + f"{'random':>24}")
+        for g in groups:
+            cells = "".join(f"{b[g]['hit1']:>10.3f}{b[g]['hit5']:>7.3f}{b[g]['hit20']:>7.3f}" for b in base.values())
+            a = acc[g]
+            print(f"{g:<24}{a['n']:>6}{cells}{a['random1']:>10.3f}{a['random5']:>7.3f}{a['random20']:>7.3f}")
+        worse = [g for g in groups if acc[g]["hit1"] <= base[PRIOR][g]["hit1"]]
+        print("fused beats the prior at hit@1 overall and in every stratum" if not worse else
+              f"fused does NOT beat the prior at hit@1 in: {', '.join(worse)}")
+        out["baselines"] = base
     cosmic = []
     correct1 = r["rank"] == 1
     has_conf = np.isfinite(r["confidence"])
