@@ -339,6 +339,7 @@ class ModelScorer:
         self.clip = clip
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._cache_size = cache_size
+        self._last: tuple[tuple[Query, ...], np.ndarray] | None = None
 
     @staticmethod
     def examples(queries: Sequence[Query]) -> Any:
@@ -366,16 +367,24 @@ class ModelScorer:
                 self._cache.popitem(last=False)
         return [self._cache[s] for s in smiles]
 
+    def predict(self, queries: Sequence[Query]) -> np.ndarray:
+        """(len(queries), descriptors) predicted probabilities; the last call's are reused for the same query
+        objects (a model's ``model:`` and ``fpll:`` columns of one batch)."""
+        last = self._last
+        if last is None or len(last[0]) != len(queries) or any(a is not b for a, b in zip(last[0], queries)):
+            last = self._last = (tuple(queries),
+                                 np.asarray(self.model.predict_descriptors(self.examples(queries)), np.float64))
+        return last[1]
+
     def scores(self, queries: Sequence[Query], candidates: Sequence[Sequence[Candidate]]) -> list[np.ndarray]:
         """One score per candidate of every query (0 where the model cannot score a structure)."""
         from speclake.training.scoring import descriptor_log_likelihood, descriptor_matrix, embedding_scores
 
         if not queries:
             return []
-        ex = self.examples(queries)
         out = []
         if self.kind == "joint":
-            q_emb = np.asarray(self.model.embed_spectra(ex), np.float64)
+            q_emb = np.asarray(self.model.embed_spectra(self.examples(queries)), np.float64)
             for i, cands in enumerate(candidates):
                 if not cands:
                     out.append(np.zeros(0))
@@ -383,7 +392,7 @@ class ModelScorer:
                 emb = np.asarray(self._structures([c.smiles for c in cands]), np.float64)
                 out.append(np.nan_to_num(embedding_scores(q_emb[i], emb)))
             return out
-        probs = np.asarray(self.model.predict_descriptors(ex), np.float64)
+        probs = self.predict(queries)
         for i, cands in enumerate(candidates):
             if not cands:
                 out.append(np.zeros(0))

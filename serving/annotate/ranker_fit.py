@@ -205,13 +205,16 @@ def fit_ranker(lake: str | os.PathLike[str], settings: RankerSettings | None = N
 
 def fit_evidence_builder(lake: str | os.PathLike[str], settings: RankerSettings) -> EvidenceBuilder:
     """The evidence of a ranker fit: library = training-split spectra, the lake's adduct priors, the trained
-    models of ``settings.models``."""
+    models of ``settings.models`` (descriptor models with their fingerprint likelihood as
+    ``settings.fingerprint_likelihood`` says, its bit reliability from validation spectra)."""
     from .evidence import model_scorers
+    from .fingerprint_likelihood import with_fingerprint_likelihood
     from .precursor import adduct_priors
 
+    models = with_fingerprint_likelihood(lake, model_scorers(lake, settings.models, settings.split), settings.split,
+                                         settings.fingerprint_likelihood)
     return EvidenceBuilder(LibraryReference.from_lake(lake, splits=("train",), split_settings=settings.split),
-                           adduct_priors(lake), models=model_scorers(lake, settings.models, settings.split),
-                           max_hits=settings.library_top_k)
+                           adduct_priors(lake), models=models, max_hits=settings.library_top_k)
 
 
 def _fit(lake: str | os.PathLike[str], settings: RankerSettings, source: Any, run: Run) -> tuple[str, dict[str, Any]]:

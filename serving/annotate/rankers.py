@@ -17,6 +17,10 @@ calibration sees out-of-fold scores. It is one
 :class:`~speclake.lake.run.Run` of kind ``ranker`` (no lake lock: it writes only its own folder), with a
 :class:`RankerReport` in the run record; ``settings.json`` also records the lake ``inputs`` it was fitted
 on (:func:`lake_inputs`), so ``speclake annotate-prepare`` can tell an up-to-date ranker from a stale one.
+Registered descriptor models are evidence as ``model:<id>`` (plain likelihood of the candidate's descriptors)
+and, when ``RankerSettings.fingerprint_likelihood`` asks for it (off by default: measured no better), as
+``fpll:<id>`` (CSI:FingerID-style: per-bit Platt calibration and reliability weights from validation spectra,
+:mod:`.fingerprint_likelihood`); rankers fitted before ``fpll:`` existed load as they are.
 
 :func:`load_ranker` gives the newest fitted ranker; on a lake without one, the **fallback**
 ``library+prior``: z-scored library analogue evidence + 1.0 x library prior
@@ -38,6 +42,7 @@ from speclake.training.split import SplitSettings
 
 from .calibration import IsotonicCalibrator, SplitCalibrator, load_calibrator
 from .evidence import FEATURES, EvidenceBuilder, LibraryReference
+from .fingerprint_likelihood import FingerprintMode
 from .fusion import LinearFusion, softmax
 from .model import Candidate, Query, Ranked
 
@@ -76,6 +81,11 @@ class RankerSettings(BaseModel):
     n_bins: int = Field(10, ge=1)
     models: list[str] | None = Field(None, description="registered models used as evidence; None: every model "
                                      "of a supported architecture trained on `split`; []: none")
+    fingerprint_likelihood: FingerprintMode = Field(
+        "off", description="descriptor models' CSI:FingerID-style column fpll:<id> (per-bit Platt calibration and "
+        "reliability weights from validation spectra, serving.annotate.fingerprint_likelihood) beside their plain "
+        "likelihood model:<id> (add), instead of it (replace), or not at all (off: the default, as measured "
+        "by `python -m benchmarks ranker` it did not beat model:<id>)")
     seed: int = 0
 
 
@@ -211,11 +221,14 @@ def list_rankers(lake: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: (r["created"] or "", r["ranker_id"]), reverse=True)
 
 
-def _builder(lake: str | os.PathLike[str], model_ids: Sequence[str] = ()) -> EvidenceBuilder:
-    from .evidence import model_scorers
+def _builder(lake: str | os.PathLike[str], model_features: Sequence[str] = (),
+             split: SplitSettings | None = None) -> EvidenceBuilder:
+    """Evidence with every lake structure as library; ``model_features``: the ranker's ``model:<id>`` /
+    ``fpll:<id>`` columns (``split``: the ranker's, whose validation spectra give the bit reliability)."""
+    from .fingerprint_likelihood import scorers_for_features
     from .precursor import adduct_priors
 
-    models = model_scorers(lake, list(model_ids)) if model_ids else []
+    models = scorers_for_features(lake, list(model_features), split) if model_features else []
     return EvidenceBuilder(LibraryReference.from_lake(lake), adduct_priors(lake), models=models)
 
 
@@ -244,13 +257,15 @@ def load_ranker(lake: str | os.PathLike[str], method: str | None = None) -> Rank
         rerank = Rerank(LinearFusion.from_dict(stage1["fusion"]), int(stage1["top"]))
     features = fusion.features[:len(fusion.features) - len(rerank.names)] if rerank else fusion.features
     base, extra = tuple(features[:len(FEATURES)]), features[len(FEATURES):]
-    if (base != FEATURES or not all(f.startswith("model:") for f in extra)
+    if (base != FEATURES or not all(f.startswith(("model:", "fpll:")) for f in extra)
             or (rerank and tuple(fusion.features[len(features):]) != rerank.names)):
         raise ValueError(f"ranker {method} was fitted on features {fusion.features}, this code makes {FEATURES} "
-                         f"(+ model:<id>, + the fragmenter's); fit it again")
+                         f"(+ model:<id> / fpll:<id>, + the fragmenter's); fit it again")
     cal = load_calibrator(json.loads((d / "calibration.json").read_text()))
     metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").is_file() else {}
-    return Ranker(method, _builder(lake, [f.partition(":")[2] for f in extra]), fusion, cal, metrics, rerank)
+    split = (json.loads((d / "settings.json").read_text()).get("settings") or {}).get("split")
+    return Ranker(method, _builder(lake, extra, SplitSettings.model_validate(split) if split else None),
+                  fusion, cal, metrics, rerank)
 
 
 def lake_inputs(lake: str | os.PathLike[str], index_name: str = "fingerprint") -> dict[str, Any]:
