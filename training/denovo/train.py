@@ -5,7 +5,8 @@ One ``TorchTrainer`` run (:func:`train_denovo`) does both phases in each worker:
 1. the VAE on the structure set (:func:`~.data.structure_set`: never a validation or test InChIKey-14),
    KL weight ramped from 0 to ``beta`` over ``warmup_steps``, for ``vae_epochs`` or ``vae_seconds``;
 2. the mapper (:class:`~.model.SpectrumToLatent`) on training-split library spectra, regressing the
-   frozen VAE's latent mean of each spectrum's structure.
+   frozen VAE's latent mean of each spectrum's structure; early stopping on the validation-split spectra's
+   MSE (``mapper_patience``), the best epoch's weights kept.
 
 Token and spectrum arrays sit in Ray's object store; each worker shuffles the row indices per epoch
 and takes its share (the arrays are small: a Ray Data pipeline cost more than the epochs themselves).
@@ -60,6 +61,8 @@ class DenovoTrainSettings(BaseModel):
     vae_seconds: float | None = Field(None, gt=0, description="Stop the VAE phase after this many seconds.")
     mapper_epochs: int = Field(30, ge=1)
     mapper_seconds: float | None = Field(None, gt=0)
+    mapper_patience: int = Field(3, ge=1, description="Stop the mapper after this many epochs without a lower "
+                                 "validation MSE (validation-split spectra); the best epoch's weights are kept.")
     batch_size: int = Field(128, ge=2)
     lr: float = Field(1e-3, gt=0)
     beta: float = Field(0.1, ge=0, description="Final weight of the KL term.")
@@ -193,6 +196,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             break
     vae.eval()
     opt = torch.optim.Adam(mapper.parameters(), lr=ts.lr, weight_decay=1e-5)
+    x_val = torch.from_numpy(ray.get(config["validation_x"]))
+    with torch.no_grad():   # the frozen VAE's latent means of the validation spectra's structures
+        y_val = vae.encode(torch.from_numpy(ray.get(config["validation_tokens"])))[0] if len(x_val) else None
+    best_val, best_state, bad = float("inf"), None, 0
     t0 = time.perf_counter()
     for epoch in range(1, ts.mapper_epochs + 1):
         if not len(x_spec):
@@ -211,8 +218,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 stop = True
                 break
         sums = _allreduce(sums)
-        report({"phase": "mapper", "epoch": epoch, "loss": sums[0] / max(sums[1], 1.0), "spectra": int(sums[1]),
-                "seconds": round(time.perf_counter() - t0, 2)}, stop or epoch == ts.mapper_epochs)
+        metrics = {"phase": "mapper", "epoch": epoch, "loss": sums[0] / max(sums[1], 1.0), "spectra": int(sums[1]),
+                   "seconds": round(time.perf_counter() - t0, 2)}
+        if y_val is not None:   # early stopping on validation MSE (every rank sees the same arrays)
+            mapper.eval()
+            with torch.no_grad():
+                val = float(torch.nn.functional.mse_loss(mapper(x_val), y_val))
+            metrics["validation_mse"] = val
+            if val < best_val - 1e-6:
+                best_val, bad = val, 0
+                best_state = {k: v.detach().clone() for k, v in mapper.state_dict().items()}
+            else:
+                bad += 1
+            stop = stop or bad >= ts.mapper_patience
+        last = stop or epoch == ts.mapper_epochs
+        if last and best_state is not None:
+            mapper.load_state_dict(best_state)   # the checkpoint holds the best epoch's mapper
+        report(metrics, last)
         if stop:
             break
 
@@ -295,7 +317,9 @@ def _fit(prep: Prepared, settings: DenovoTrainSettings, storage: Path, model_id:
     config = {"settings": settings.model_dump(mode="json"), "vocab_size": len(prep.vocab),
               "n_inputs": int(prep.spectra.shape[1]) if prep.spectra.ndim == 2 else settings.bins.n_bins + 2,
               "tokens": ray.put(prep.tokens), "spectra": ray.put(prep.spectra),
-              "spectrum_structures": ray.put(prep.spectrum_structures), "n_structures": prep.n_train}
+              "spectrum_structures": ray.put(prep.spectrum_structures), "n_structures": prep.n_train,
+              "validation_x": ray.put(np.asarray(prep.validation["x"], np.float32)),
+              "validation_tokens": ray.put(np.asarray(prep.validation["tokens"], np.int64))}
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(num_workers=settings.num_workers,

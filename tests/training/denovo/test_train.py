@@ -14,13 +14,18 @@ pytestmark = pytest.mark.ray
 
 
 def test_vae_loss_falls_under_ray_train(denovo_lake):
-    """The VAE's epoch loss falls over the run, then the mapper trains; the model is registered with its figures."""
+    """The VAE's epoch loss falls over the run, then the mapper trains with early stopping on validation (the best
+    epoch kept); the model is registered with its figures."""
     lake, trained = denovo_lake
     vae = [h for h in trained.metrics["history"] if h["phase"] == "vae"]
     mapper = [h for h in trained.metrics["history"] if h["phase"] == "mapper"]
     assert len(vae) == 15 and len(mapper) == 3
     assert vae[-1]["loss"] < 0.8 * vae[0]["loss"], [h["loss"] for h in vae]
     assert mapper[-1]["spectra"] > 50
+    figures = trained.metrics["figures"]
+    assert all("validation_mse" in h for h in mapper), "the mapper is watched on validation spectra"
+    assert figures["mapper_mse"] == pytest.approx(min(h["validation_mse"] for h in mapper), rel=1e-4), \
+        "the registered mapper is the best validation epoch's"
     assert [m["model_id"] for m in list_denovo(lake)] == [trained.model_id]
     figures = trained.metrics["figures"]
     assert 0 <= figures["validity"] <= 1 and 0 <= figures["novelty"] <= 1 and figures["mapper_spectra"] > 0
