@@ -228,14 +228,6 @@ class EvidenceBuilder:
             else:
                 self._prior.move_to_end(k)   # in use: not the next evicted
                 out[k] = v
-        if todo and self.index_priors is not None:   # precomputed for indexed structures
-            ids = [c.faiss_id for c in todo.values() if c.faiss_id is not None]
-            if ids:
-                for k, v in zip([k for k, c in todo.items() if c.faiss_id is not None],
-                                self.index_priors.lookup(ids).tolist()):
-                    if v == v:                          # NaN: that shard has no prior file
-                        out[k] = v
-                        del todo[k]
         if todo:
             new = dict(zip(todo, self._max_tanimoto(self.fps.of(list(todo.values()))).tolist()))
             out.update(new)
@@ -245,16 +237,19 @@ class EvidenceBuilder:
         return out
 
     def prior(self, cands: Sequence[Candidate]) -> np.ndarray:
-        """Library prior of each candidate (cached per InChIKey-14; 1.0 for a library structure)."""
-        if self.index_priors is not None and cands and all(c.faiss_id is not None for c in cands):
-            out = self.index_priors.lookup([c.faiss_id for c in cands])   # precomputed: one vectorised read
-            lib = [i for i, c in enumerate(cands) if c.inchikey14 in self.reference.key_row]
-            out[lib] = 1.0
-            if not np.isnan(out).any():
-                return out
-        vals = self.warm_priors(cands)
-        return np.array([1.0 if c.inchikey14 in self.reference.key_row else vals[c.inchikey14]
-                         for c in cands], np.float64)
+        """Library prior of each candidate: 1.0 for a library structure, else read from the index's precomputed
+        files (indexed candidates, one vectorised read), else computed (cached per InChIKey-14)."""
+        out = np.full(len(cands), np.nan)
+        if self.index_priors is not None:
+            rows = [i for i, c in enumerate(cands) if c.faiss_id is not None]
+            if rows:
+                out[rows] = self.index_priors.lookup([cands[i].faiss_id for i in rows])
+        out[[i for i, c in enumerate(cands) if c.inchikey14 in self.reference.key_row]] = 1.0
+        rest = np.flatnonzero(np.isnan(out))   # not indexed, or its shard has no prior file
+        if len(rest):
+            vals = self.warm_priors([cands[i] for i in rest])
+            out[rest] = [vals[cands[i].inchikey14] for i in rest]
+        return out
 
     def _hit_features(self, hits: Sequence[Any], fps: np.ndarray, query_id: str) -> tuple[np.ndarray, np.ndarray]:
         rows, sims = [], []
