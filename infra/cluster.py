@@ -23,159 +23,27 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from speclake.infra.config import expand_env, load_config
+from speclake.infra.processes import (LOOPBACK, ClusterError, Daemon, signal_pids, log_tail, free_port,
+                                      pids_mentioning, port_open, session_pids, wait_until)
 
 log = logging.getLogger(__name__)
 
-LOOPBACK = "127.0.0.1"
 #: JVM options of the Spark daemons (master, worker): C1 JIT and the serial GC start faster on few cores.
 QUICK_DAEMON_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
-
-class ClusterError(RuntimeError):
-    """A cluster process that would not start or stop in time (the message names its log file)."""
-
-
-# -- small pure helpers ----------------------------------------------------------------------------
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
-    """Whether something accepts TCP connections on ``host:port``."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, *, interval: float = 0.3,
-               alive: Callable[[], str | None] | None = None) -> Any:
-    """Call ``check`` until it returns something truthy; :class:`ClusterError` after ``timeout`` s.
-
-    ``alive`` returns a message when a process the wait depends on has died (then no point waiting)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        dead = alive() if alive else None
-        if dead:
-            raise ClusterError(f"{what}: {dead}")
-        if time.monotonic() > deadline:
-            raise ClusterError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(interval)
-
-
 #: One loader for every config: ``${VAR:-default}`` references are expanded by :func:`.config.load_config`.
 load_cluster_config = load_config
-
-
-def session_pids(sids: set[int]) -> list[int]:
-    """Processes (Linux ``/proc``) whose session id is one of ``sids``: what a ``start_new_session``
-    child and everything it started (and did not move to a new session) still run."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp session ...
-        if len(fields) > 3 and int(fields[3]) in sids and fields[0] != "Z":
-            out.append(int(entry.name))
-    return sorted(out)
-
-
-def pids_mentioning(text: str) -> list[int]:
-    """Processes whose command line contains ``text`` (a cluster's own temp folder names its processes)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if text in cmdline and state != "Z":
-            out.append(int(entry.name))
-    return sorted(out)
-
-
-def _signal_pids(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def _tail(path: Path, n: int = 2000) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return ""
-
-
-class _Daemon:
-    """One long-running child in its own session, its output in a log file."""
-
-    def __init__(self, name: str, cmd: list[str], log_file: Path, env: dict[str, str]) -> None:
-        self.name, self.cmd, self.log_file = name, cmd, log_file
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_file, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, start_new_session=True)
-        log.info("%s started (pid %d): %s", name, self.proc.pid, " ".join(cmd))
-
-    def died(self) -> str | None:
-        """A message when the process has exited (with its log's tail), else None."""
-        rc = self.proc.poll()
-        if rc is None:
-            return None
-        return f"{self.name} exited with status {rc}; {self.log_file}:\n{_tail(self.log_file)}"
-
-    def pids(self) -> list[int]:
-        """This daemon's processes still running (its whole session)."""
-        return session_pids({self.proc.pid})
-
-    def terminate(self) -> None:
-        """Ask it to stop (SIGTERM); :meth:`stop` waits."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-
-    def stop(self, timeout: float) -> None:
-        """SIGTERM, wait ``timeout`` s, then SIGKILL whatever of its session is left."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("%s (pid %d) did not stop in %.0f s: killing it", self.name, self.proc.pid, timeout)
-        left = self.pids()
-        if left:
-            _signal_pids(left, signal.SIGKILL)
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
 
 
 # -- Spark standalone --------------------------------------------------------------------------------
@@ -215,7 +83,7 @@ class SparkStandalone:
         self.log_dir = Path(log_dir)
         h = self.settings.host
         self.port, self.ui_port, self.rest_port = free_port(h), free_port(h), free_port(h)
-        self.daemons: list[_Daemon] = []
+        self.daemons: list[Daemon] = []
 
     @property
     def master_url(self) -> str:
@@ -255,11 +123,11 @@ class SparkStandalone:
             raise ClusterError("no Java runtime (set JAVA_HOME or put java on the PATH): Spark needs Java 17")
         s, env = self.settings, self._env()
         spark_class = str(spark_home() / "bin" / "spark-class")
-        self.daemons.append(_Daemon("spark master", [
+        self.daemons.append(Daemon("spark master", [
             spark_class, "org.apache.spark.deploy.master.Master", "--host", s.host, "--port", str(self.port),
             "--webui-port", str(self.ui_port)], self.log_dir / "master.log", env))
         for i in range(s.workers):
-            self.daemons.append(_Daemon(f"spark worker {i}", [
+            self.daemons.append(Daemon(f"spark worker {i}", [
                 spark_class, "org.apache.spark.deploy.worker.Worker", "--host", s.host,
                 "--port", str(free_port(s.host)), "--webui-port", str(free_port(s.host)),
                 "--cores", str(s.cores), "--memory", s.memory, "--work-dir", str(self.log_dir / f"work-{i}"),
@@ -358,7 +226,7 @@ class RayLocalCluster:
         self.temp_dir = Path(temp_dir or tempfile.mkdtemp(prefix="slray-", dir="/tmp"))
         self.port = free_port()
         self.token_file = self.temp_dir / "auth_token"
-        self.daemons: list[_Daemon] = []
+        self.daemons: list[Daemon] = []
         self.nodes: list[dict[str, Any]] = []  # ray.nodes() entries once started
 
     @property
@@ -396,12 +264,12 @@ class RayLocalCluster:
             env["RAY_memory_monitor_refresh_ms"] = "0"
         env.pop("RAY_ADDRESS", None)
         try:
-            self.daemons.append(_Daemon("ray head", self._node_cmd(True), self.temp_dir / "head.log", env))
+            self.daemons.append(Daemon("ray head", self._node_cmd(True), self.temp_dir / "head.log", env))
             head_log = self.temp_dir / "head.log"
-            wait_until(lambda: port_open(LOOPBACK, self.port) and RAY_STARTED in _tail(head_log, 20_000), timeout,
+            wait_until(lambda: port_open(LOOPBACK, self.port) and RAY_STARTED in log_tail(head_log, 20_000), timeout,
                        f"Ray head on port {self.port}", alive=self._died)
             for i in range(1, self.settings.nodes):
-                self.daemons.append(_Daemon(f"ray node {i}", self._node_cmd(False), self.temp_dir / f"node-{i}.log", env))
+                self.daemons.append(Daemon(f"ray node {i}", self._node_cmd(False), self.temp_dir / f"node-{i}.log", env))
             self.nodes = self.wait_for_nodes(self.settings.nodes, timeout)
         except BaseException:
             self.stop()
@@ -442,7 +310,7 @@ class RayLocalCluster:
             daemon.stop(timeout)
         left = pids_mentioning(str(self.temp_dir))  # a worker that escaped its session
         if left:
-            _signal_pids(left, signal.SIGKILL)
+            signal_pids(left, signal.SIGKILL)
         elif self.owns_temp_dir:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
         log.info("Ray cluster stopped")
