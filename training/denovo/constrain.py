@@ -190,13 +190,8 @@ class FormulaConstraint:
 
     def update(self, rows: list[_Row], tok: "torch.Tensor", active: "torch.Tensor") -> None:  # noqa: F821
         """Advance the ``active`` rows by their chosen token."""
-        for i in torch_nonzero(active):
+        for i in active.nonzero().flatten().tolist():
             rows[i].step(int(tok[i]), self.info, self.col)
-
-
-def torch_nonzero(mask) -> list[int]:
-    """Row numbers where a bool tensor is True."""
-    return mask.nonzero().flatten().tolist()
 
 
 __all__ = ["FormulaConstraint", "TokenInfo", "formula_counts", "token_info", "unsaturation"]

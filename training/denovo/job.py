@@ -105,7 +105,7 @@ def proposal_candidates(query, proposals: Sequence[Any], adduct: str) -> list[An
     for p in proposals:
         mass = formula_mass(p.formula) if p.formula else float("nan")
         ion = adduct_mz(mass, add)
-        out.append(Candidate(inchikey=p.inchikey or "", inchikey14=(p.inchikey or p.smiles)[:14], smiles=p.smiles,
+        out.append(Candidate(inchikey=p.inchikey or "", inchikey14=p.inchikey[:14] if p.inchikey else p.smiles, smiles=p.smiles,
                              formula=p.formula or "", monoisotopic_mass=mass, adduct=adduct,
                              mass_error_ppm=(float(query.precursor_mz) - ion) / ion * 1e6, formula_rank=1))
     return out
