@@ -133,6 +133,24 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def column_auc(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """ROC AUC of every column (ties averaged, Mann-Whitney); NaN for a column without both classes."""
+    from scipy.stats import rankdata
+
+    yy = np.asarray(y).astype(bool)
+    pp = np.asarray(p, np.float64)
+    if yy.shape != pp.shape or yy.ndim != 2:
+        raise ValueError(f"targets {yy.shape} and probabilities {pp.shape} must be the same (n, d) shape")
+    n_pos = yy.sum(axis=0).astype(np.float64)
+    n_neg = len(yy) - n_pos
+    if len(yy) == 0:
+        return np.full(yy.shape[1], np.nan)
+    ranks = rankdata(pp, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = ((ranks * yy).sum(axis=0) - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
+
+
 def descriptor_auc(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[float, float]:
     """(macro, micro) ROC AUC: macro over descriptors with both classes present; micro over all entries."""
     y, p = np.asarray(y_true), np.asarray(y_prob)

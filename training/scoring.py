@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .metrics import _auc, hit_at_k, rank_of_truth, tanimoto_matrix
+from .metrics import column_auc, hit_at_k, rank_of_truth, tanimoto_matrix
 
 #: Descriptor families a candidate structure yields (ChemOnt needs a library record).
 STRUCTURE_FAMILIES: tuple[str, ...] = ("morgan", "maccs", "substructure")
@@ -72,7 +72,7 @@ def reliability_weights(y_val: np.ndarray, p_val: np.ndarray, *, floor: float = 
     y, p = np.asarray(y_val), np.asarray(p_val)
     if y.shape != p.shape:
         raise ValueError(f"validation targets {y.shape} and probabilities {p.shape} differ in shape")
-    auc = np.array([_auc(y[:, j], p[:, j]) for j in range(y.shape[1])])
+    auc = column_auc(y, p)
     w = np.clip(2 * auc - 1, floor, 1.0)
     fill = float(np.nanmean(w)) if np.isfinite(w).any() else 1.0
     return np.where(np.isfinite(w), w, fill)

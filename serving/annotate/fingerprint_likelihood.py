@@ -44,6 +44,8 @@ from typing import Any, Literal, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from speclake.training.metrics import column_auc
+
 from .evidence import ModelScorer, model_scorers
 from .model import Candidate, Query
 
@@ -116,24 +118,6 @@ def fit_platt(logits: np.ndarray, y: np.ndarray, *, l2: float = 1.0, iterations:
                 break
         a_out[lo:lo + chunk], b_out[lo:lo + chunk] = a, b
     return a_out, b_out
-
-
-def column_auc(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """ROC AUC of every column (ties averaged, Mann-Whitney); NaN for a column without both classes."""
-    from scipy.stats import rankdata
-
-    yy = np.asarray(y).astype(bool)
-    pp = np.asarray(p, np.float64)
-    if yy.shape != pp.shape or yy.ndim != 2:
-        raise ValueError(f"targets {yy.shape} and probabilities {pp.shape} must be the same (n, d) shape")
-    n_pos = yy.sum(axis=0).astype(np.float64)
-    n_neg = len(yy) - n_pos
-    if len(yy) == 0:
-        return np.full(yy.shape[1], np.nan)
-    ranks = rankdata(pp, axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        auc = ((ranks * yy).sum(axis=0) - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
-    return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
 
 
 @dataclass

@@ -115,3 +115,14 @@ def test_bootstrap_interval_resamples_structures():
     assert lo == hi == 1.0
     assert np.isnan(M.bootstrap_interval([], [], n=10)[0])
     assert np.isnan(M.bootstrap_interval([1.0], ["A"], n=0)[0])
+
+
+def test_column_auc_equals_the_per_column_auc_with_ties():
+    """The vectorised AUC of every column equals the one-column AUC (ties averaged); a one-class column is NaN."""
+    rng = np.random.default_rng(3)
+    y = rng.random((50, 6)) < 0.3
+    p = np.round(rng.random((50, 6)), 1)   # many ties
+    y[:, 5] = False                         # one class only: undefined
+    got = M.column_auc(y, p)
+    np.testing.assert_allclose(got[:5], [M._auc(y[:, j], p[:, j]) for j in range(5)])
+    assert np.isnan(got[5])

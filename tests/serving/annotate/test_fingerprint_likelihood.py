@@ -10,7 +10,7 @@ import pytest
 
 from speclake.serving.annotate.evidence import FEATURES, EvidenceBuilder, LibraryReference, ModelScorer
 from speclake.serving.annotate.fingerprint_likelihood import (BitReliability, FingerprintScorer, ReliabilitySettings,
-                                                              column_auc, fit_platt, load_reliability,
+                                                              fit_platt, load_reliability,
                                                               validation_reliability, with_fingerprint_likelihood)
 from speclake.serving.annotate.model import Candidate, Query
 
@@ -112,18 +112,6 @@ def test_rare_and_candidate_less_descriptors_weigh_zero():
     assert rel.auc[3] == 1.0 and rel.weight[3] == 0.0, "ChemOnt: no candidate structure yields it"
     with pytest.raises(ValueError, match="do not match"):
         BitReliability.fit(NAMES[:2], y, p)
-
-
-def test_column_auc_equals_the_per_column_auc_with_ties():
-    from speclake.training.metrics import _auc
-
-    rng = np.random.default_rng(3)
-    y = rng.random((50, 6)) < 0.3
-    p = np.round(rng.random((50, 6)), 1)   # many ties
-    y[:, 5] = False                         # one class only: undefined
-    got = column_auc(y, p)
-    np.testing.assert_allclose(got[:5], [_auc(y[:, j], p[:, j]) for j in range(5)])
-    assert np.isnan(got[5])
 
 
 def test_without_reliability_the_column_is_the_plain_likelihood_and_predictions_are_shared():
