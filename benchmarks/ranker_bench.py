@@ -67,6 +67,7 @@ import datetime as dt
 import json
 import logging
 import os
+import pickle
 import platform
 import sys
 import time
@@ -115,6 +116,32 @@ def ensure_formula_structures(work: Path, files: list[Path], formulas: set[str])
     return kept
 
 
+def build_lists(work: Path, settings: Any, builder: Any, qdata: dict[str, tuple[list, list[dict]]],
+                formulas: dict[str, list[str | None]], timings: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """Candidate lists with evidence, per mode (formula, mass) and query set; the library prior of indexed
+    candidates is precomputed once per index shard (:func:`~speclake.serving.annotate.priors.ensure_shard_priors`),
+    as annotation does."""
+    from speclake.serving.annotate.candidates import CandidateSource
+    from speclake.serving.annotate.priors import IndexPriors, ensure_shard_priors
+    from speclake.serving.annotate.ranker_fit import prepare_lists
+
+    lists: dict[str, dict[str, Any]] = {"formula": {}, "mass": {}}
+    with CandidateSource.open(work, settings.index_name, settings.ppm, max_formulas=settings.max_formulas) as src:
+        if src.morgan_index:
+            t0 = time.perf_counter()
+            stats = ensure_shard_priors(src.index, builder.reference.keys, builder.reference.fps,
+                                        reference=builder.kernel)
+            builder.use_index_priors(IndexPriors.open(src.index, builder.digest))
+            timings["index_priors"] = time.perf_counter() - t0
+            log.info("index priors: %s", stats)
+        t0 = time.perf_counter()
+        for s, data in qdata.items():
+            lists["mass"][s] = prepare_lists(work, s, settings, src, builder, data)
+            lists["formula"][s] = prepare_lists(work, s, settings, src, builder, data, formulas=formulas[s])
+        timings["lists"] = time.perf_counter() - t0
+    return lists
+
+
 def hits_of(ranks: np.ndarray) -> dict[int, np.ndarray]:
     """Per query 0/1 hit@k (rank 0 or beyond k: miss)."""
     return {k: ((ranks >= 1) & (ranks <= k)).astype(np.float64) for k in KS}
@@ -127,31 +154,48 @@ def random_hits(data: dict[str, Any]) -> dict[int, np.ndarray]:
     return {k: present * np.minimum(k, n) / n for k in KS}
 
 
-def method_scores(data: dict[str, Any], names: tuple[str, ...], train: tuple[list, list], l2: float,
+def method_scores(data: dict[str, Any], names: tuple[str, ...], train: tuple[list, list, list], settings: Any,
                   ) -> tuple[dict[str, dict[int, np.ndarray]], dict[str, Any]]:
-    """Per-query hit@k of every method on ``data`` (test lists), the fusions fitted on ``train`` (X, truth)."""
-    from speclake.serving.annotate.fusion import fit_listwise, ranks_of_truth
+    """Per-query hit@k of every method on ``data`` (test lists), the fusions fitted on ``train`` (X, truth,
+    InChIKey-14): ``fused linear``, ``fused net`` and ``fused`` = the kind of ``settings.fusion`` (``auto``: the
+    lower out-of-fold listwise loss over structure folds of the training lists, as a ranker fit chooses); the
+    ablations (fused without each column) refit that kind."""
+    from speclake.serving.annotate.fusion import ranks_of_truth
+    from speclake.serving.annotate.fusion_net import better_kind, fit_fusion
+    from speclake.serving.annotate.ranker_fit import out_of_fold, structure_folds
     from speclake.serving.annotate.rankers import FALLBACK, LOWER_IS_BETTER, fallback_scores, prior_scores
 
-    X_tr, t_tr = train
+    X_tr, t_tr, k_tr = train
     X_te, t_te = data["X"], data["truth"]
 
     def ranks(fn) -> np.ndarray:
         return ranks_of_truth([fn(X) if len(X) else np.zeros(0) for X in X_te], t_te)
 
-    fused = fit_listwise(X_tr, t_tr, names, l2=l2)
-    out = {"fused": hits_of(ranks(fused.score)), "prior": hits_of(ranks(prior_scores)),
+    def fit(X: list, cols: tuple[str, ...], kind: str) -> Any:
+        return fit_fusion(X, t_tr, cols, kind=kind, l2=settings.l2, hidden=settings.net_hidden, seed=settings.seed)
+
+    t0 = time.perf_counter()
+    oof = out_of_fold(X_tr, t_tr, names, structure_folds(k_tr, settings.folds, settings.seed), ("linear", "net"),
+                      settings)
+    kind = better_kind({k: v[2] for k, v in oof.items()}) if settings.fusion == "auto" else settings.fusion
+    fits = {k: fit(X_tr, names, k) for k in ("linear", "net")}
+    seconds = {"oof_and_fits": time.perf_counter() - t0}
+    out = {"fused": hits_of(ranks(fits[kind].score)), "fused linear": hits_of(ranks(fits["linear"].score)),
+           "fused net": hits_of(ranks(fits["net"].score)), "prior": hits_of(ranks(prior_scores)),
            FALLBACK: hits_of(ranks(fallback_scores)), "random": random_hits(data)}
     for j, name in enumerate(names):
         sign = -1.0 if name in LOWER_IS_BETTER else 1.0
         out[f"alone:{name}"] = hits_of(ranks(lambda X, j=j, s=sign: s * X[:, j]))
         keep = [i for i in range(len(names)) if i != j]
         try:
-            m = fit_listwise([X[:, keep] for X in X_tr], t_tr, [names[i] for i in keep], l2=l2)
+            m = fit([X[:, keep] for X in X_tr], tuple(names[i] for i in keep), kind)
         except ValueError:
             continue
         out[f"without:{name}"] = hits_of(ranks(lambda X, m=m, keep=keep: m.score(X[:, keep])))
-    return out, {"weights": dict(zip(names, fused.weights.tolist()))}
+    seconds["ablations"] = time.perf_counter() - t0 - seconds["oof_and_fits"]
+    return out, {"fusion_kind": kind, "seconds": seconds,
+                 "oof_loss": {k: float(np.nanmean(v[2])) for k, v in oof.items() if np.isfinite(v[2]).any()},
+                 "weights": dict(zip(names, fits["linear"].weights.tolist()))}
 
 
 def fragmenter_rows(te: dict[str, Any], va: dict[str, Any], kn: dict[str, Any], names: tuple[str, ...], l2: float,
@@ -225,7 +269,8 @@ def table(methods: dict[str, dict[int, np.ndarray]], groups: dict[str, np.ndarra
 def print_table(mode: str, rows: list[dict[str, Any]], info: dict[str, Any]) -> None:
     print(f"\n{mode} candidates: {info['n_test']} test spectra of {info['n_structures']} structures, "
           f"truth a candidate {info['truth_in_candidates']:.3f}, mean {info['mean_candidates']:.0f} candidates; "
-          f"fusion fitted on {info['n_fit']} lists")
+          f"fusion fitted on {info['n_fit']} lists; fused = {info['fusion_kind']} (out-of-fold listwise loss "
+          + ", ".join(f"{k} {v:.3f}" for k, v in info["oof_loss"].items()) + ")")
     print(f"{'method':<26}{'group':<18}{'n':>6}{'hit@1':>8}{'  95% CI':<16}{'hit@5':>8}{'hit@20':>8}")
     for r in rows:
         ci = r["hit1_ci"]
@@ -265,17 +310,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fingerprint-likelihood", choices=("add", "replace", "off"), default="add",
                     help="descriptor models' fpll:<id> column (per-bit calibrated, reliability-weighted likelihood) "
                          "beside model:<id>, instead of it, or not at all (rankers default to off)")
+    ap.add_argument("--fusion", choices=("linear", "net", "auto"), default="auto",
+                    help="the kind behind the `fused` rows and ablations (auto: lower out-of-fold loss, as rankers)")
     ap.add_argument("--json", default=str(RESULTS / "ranker_bench.json"))
+    ap.add_argument("--cache", default=None,
+                    help="pickle of the candidate lists with their evidence: read when it exists, else written "
+                         "(re-run the tables without rebuilding the lists; delete it when the lake changes)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("py4j", "pyspark", "speclake.lake.run"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from speclake.index.search import IndexNotFound, index_dir, read_manifest
-    from speclake.serving.annotate.candidates import CandidateSource
     from speclake.serving.annotate.fingerprint_likelihood import FingerprintScorer
     from speclake.serving.annotate.rankers import RankerSettings
-    from speclake.serving.annotate.ranker_fit import (fit_evidence_builder, known_queries, novelty,
-                                                   prepare_lists)
+    from speclake.serving.annotate.ranker_fit import fit_evidence_builder, known_queries, novelty
 
     work = Path(args.work)
     try:
@@ -286,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t_all = time.perf_counter()
     settings = RankerSettings(max_validation=args.queries, max_test=args.queries, known_fraction=args.known_fraction,
-                              seed=args.seed, fingerprint_likelihood=args.fingerprint_likelihood)
+                              seed=args.seed, fingerprint_likelihood=args.fingerprint_likelihood, fusion=args.fusion)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     builder = fit_evidence_builder(work, settings)
@@ -302,13 +350,17 @@ def main(argv: list[str] | None = None) -> int:
     added = ensure_formula_structures(work, [p for p in args.structures if p.exists()],
                                       {f for fs in formulas.values() for f in fs if f})
     timings["formula_structures"] = time.perf_counter() - t0
-    lists: dict[str, dict[str, dict[str, Any]]] = {"formula": {}, "mass": {}}
-    with CandidateSource.open(work, settings.index_name, settings.ppm, max_formulas=settings.max_formulas) as src:
-        t0 = time.perf_counter()
-        for s, data in qdata.items():
-            lists["mass"][s] = prepare_lists(work, s, settings, src, builder, data)
-            lists["formula"][s] = prepare_lists(work, s, settings, src, builder, data, formulas=formulas[s])
-        timings["lists"] = time.perf_counter() - t0
+    cache = Path(args.cache) if args.cache else None
+    if cache is not None and cache.is_file():
+        with cache.open("rb") as fh:
+            lists = pickle.load(fh)
+        log.info("candidate lists and evidence read from %s", cache)
+    else:
+        lists = build_lists(work, settings, builder, qdata, formulas, timings)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            with cache.open("wb") as fh:
+                pickle.dump(lists, fh, protocol=pickle.HIGHEST_PROTOCOL)
     val, test, known = (lists["mass"][s] for s in ("validation", "test", "known"))
     test_keys = {t["inchikey14"] for t in test["truths"]}
     fit_keys = {t["inchikey14"] for t in val["truths"] + known["truths"]}
@@ -334,7 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     for mode in ("formula", "mass"):
         t0 = time.perf_counter()
         te, va, kn = (lists[mode][s] for s in ("test", "validation", "known"))
-        methods, fit_info = method_scores(te, names, (va["X"] + kn["X"], va["truth"] + kn["truth"]), settings.l2)
+        methods, fit_info = method_scores(te, names, (va["X"] + kn["X"], va["truth"] + kn["truth"],
+                                                      [t["inchikey14"] for t in va["truths"] + kn["truths"]]),
+                                          settings)
         if args.fragmenter_top:
             frag_methods, frag_info = fragmenter_rows(te, va, kn, names, settings.l2, args.fragmenter_top)
             methods.update(frag_methods)

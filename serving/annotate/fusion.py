@@ -55,7 +55,8 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def _usable(X_list: Sequence[np.ndarray], truths: Sequence[int | None]) -> list[int]:
+def usable_lists(X_list: Sequence[np.ndarray], truths: Sequence[int | None]) -> list[int]:
+    """Indexes of the lists that can teach a ranking: the truth among two or more candidates."""
     return [i for i, (X, t) in enumerate(zip(X_list, truths)) if t is not None and t >= 0 and len(X) > 1]
 
 
@@ -65,7 +66,7 @@ def fit_listwise(X_list: Sequence[np.ndarray], truths: Sequence[int | None], fea
     None when absent). ValueError when no list can teach anything."""
     from scipy.optimize import minimize
 
-    use = _usable(X_list, truths)
+    use = usable_lists(X_list, truths)
     nf = len(features)
     if not use:
         raise ValueError("no query has its true structure among two or more candidates: nothing to fit")
@@ -99,7 +100,7 @@ def fit_listwise(X_list: Sequence[np.ndarray], truths: Sequence[int | None], fea
 
 def listwise_loss(model: LinearFusion, X_list: Sequence[np.ndarray], truths: Sequence[int | None]) -> float:
     """Mean -log softmax probability of the truth over usable lists (NaN with none)."""
-    use = _usable(X_list, truths)
+    use = usable_lists(X_list, truths)
     if not use:
         return float("nan")
     return float(np.mean([-np.log(max(softmax(model.score(X_list[i]))[truths[i]], 1e-300)) for i in use]))

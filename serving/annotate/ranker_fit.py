@@ -24,8 +24,9 @@ from speclake.lake.run import Progress, Run, RunReport
 
 from .calibration import SplitCalibrator, calibration_report
 from .evidence import EvidenceBuilder, LibraryReference
-from .fusion import (LinearFusion, fit_listwise, hit_summary, lake_queries, library_hits, ranks_of_truth, softmax,
+from .fusion import (fit_listwise, hit_summary, lake_queries, library_hits, ranks_of_truth, softmax,
                      truth_rows)
+from .fusion_net import Fusion, better_kind, fit_fusion, oof_loss
 from .rankers import (FALLBACK, LOWER_IS_BETTER, RankerSettings, Rerank, fallback_scores, in_library, lake_inputs,
                       prior_scores, rankers_root)
 
@@ -95,22 +96,45 @@ def prepare_lists(lake: Any, name: str, settings: RankerSettings, source: Any, b
             "cpu_seconds_candidates_evidence": c2 - c1}
 
 
-def _folds(keys: Sequence[str], k: int, seed: int) -> np.ndarray:
+def structure_folds(keys: Sequence[str], k: int, seed: int) -> np.ndarray:
+    """Fold (0..k-1) of each list by its structure's InChIKey-14 hash: a structure's spectra share a fold."""
     import hashlib
 
     return np.array([int(hashlib.sha256(f"fold{seed}:{s}".encode()).hexdigest()[:8], 16) % k for s in keys])
 
 
-def _top_prob(model: LinearFusion, X: np.ndarray) -> float:
+def out_of_fold(train_X: Sequence[np.ndarray], train_truth: Sequence[int | None], names: Sequence[str],
+                fold: np.ndarray, kinds: Sequence[str], settings: RankerSettings
+                ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per fusion kind, each list scored by the fusion fitted on the other folds: rank-1 probability, whether
+    the rank-1 candidate is a library structure, listwise loss (NaN where a fold could not be fitted)."""
+    n = len(train_X)
+    out = {k: (np.full(n, np.nan), np.zeros(n, bool), np.full(n, np.nan)) for k in kinds}
+    for f in np.unique(fold):
+        tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        for kind in kinds:
+            try:
+                m = fit_fusion([train_X[i] for i in tr], [train_truth[i] for i in tr], names, kind=kind,
+                               l2=settings.l2, hidden=settings.net_hidden, seed=settings.seed)
+            except ValueError:
+                continue
+            p, lib, loss = out[kind]
+            for i in te:
+                p[i], lib[i] = _top_prob(m, train_X[i]), _top_in_library(m, train_X[i])
+            loss[te] = oof_loss(m, [train_X[i] for i in te], [train_truth[i] for i in te])
+    return out
+
+
+def _top_prob(model: Fusion, X: np.ndarray) -> float:
     return float(softmax(model.score(X)).max()) if len(X) else float("nan")
 
 
-def _top_in_library(model: LinearFusion, X: np.ndarray) -> bool:
+def _top_in_library(model: Fusion, X: np.ndarray) -> bool:
     """Whether the model's rank-1 candidate is a library structure (the calibration group)."""
     return bool(len(X)) and in_library(X[int(np.argmax(model.score(X)))], model.features)
 
 
-def _confidences(calibrator: Any, fusion: LinearFusion, X_list: Sequence[np.ndarray]) -> np.ndarray:
+def _confidences(calibrator: Any, fusion: Fusion, X_list: Sequence[np.ndarray]) -> np.ndarray:
     """Calibrated rank-1 confidence of each list (0 for an empty one)."""
     return np.array([float(calibrator([_top_prob(fusion, X)], [_top_in_library(fusion, X)])[0]) if len(X) else 0.0
                      for X in X_list])
@@ -155,7 +179,7 @@ def _random_metrics(data: dict[str, Any], novelty: np.ndarray) -> dict[str, Any]
     return out
 
 
-def _known_metrics(data: dict[str, Any], fusion: LinearFusion, calibrator: SplitCalibrator, n_bins: int,
+def _known_metrics(data: dict[str, Any], fusion: Fusion, calibrator: SplitCalibrator, n_bins: int,
                    ) -> dict[str, Any]:
     """hit@k of fused, prior, library+prior and random on the known-structure test queries (their structure
     has other library spectra; never a structure the fusion trained on) and the calibration there."""
@@ -261,26 +285,22 @@ def _fit(lake: str | os.PathLike[str], settings: RankerSettings, source: Any, ru
             test["X"] = rerank.extend(test["queries"], test["cands"], test["X"])
             known_test["X"] = rerank.extend(known_test["queries"], known_test["cands"], known_test["X"])
         names = names + rerank.names
-    # out-of-fold rank-1 probabilities for the calibration, then the final fit on all validation
+    # out-of-fold rank-1 probabilities for the calibration (and, for fusion "auto", the out-of-fold listwise
+    # loss that picks linear or net), then the final fit on all validation
     t_fit = time.perf_counter()
-    fold = _folds(keys, settings.folds, settings.seed)
-    oof = np.full(len(keys), np.nan)
-    oof_lib = np.zeros(len(keys), bool)
-    for k in range(settings.folds):
-        tr = np.flatnonzero(fold != k)
-        try:
-            m = fit_listwise([train_X[i] for i in tr], [train_truth[i] for i in tr], names, l2=settings.l2)
-        except ValueError:
-            continue
-        for i in np.flatnonzero(fold == k):
-            oof[i], oof_lib[i] = _top_prob(m, train_X[i]), _top_in_library(m, train_X[i])
-    fusion = fit_listwise(train_X, train_truth, names, l2=settings.l2)
+    kinds = ("linear", "net") if settings.fusion == "auto" else (settings.fusion,)
+    fold = structure_folds(keys, settings.folds, settings.seed)
+    oof = out_of_fold(train_X, train_truth, names, fold, kinds, settings)
+    kind = better_kind({k: v[2] for k, v in oof.items()}) if settings.fusion == "auto" else settings.fusion
+    oof_p, oof_lib, _ = oof[kind]
+    fusion = fit_fusion(train_X, train_truth, names, kind=kind, l2=settings.l2, hidden=settings.net_hidden,
+                        seed=settings.seed)
     val_scores = [fusion.score(X) if len(X) else np.zeros(0) for X in train_X]
     val_correct = ranks_of_truth(val_scores, train_truth) == 1
-    has = np.array([len(c) > 0 for c in train_cands]) & np.isfinite(oof)
+    has = np.array([len(c) > 0 for c in train_cands]) & np.isfinite(oof_p)
     if not has.any():
         raise ValueError("no validation query got an out-of-fold score: too few validation structures to calibrate")
-    calibrator = SplitCalibrator.fit(oof[has], val_correct[has], oof_lib[has])
+    calibrator = SplitCalibrator.fit(oof_p[has], val_correct[has], oof_lib[has])
     # test: the fused ranker beside the prior, library+prior and random on the same candidates
     t0, c0 = run.lap("fit", t_fit), time.process_time()
     tscores = [fusion.score(X) if len(X) else np.zeros(0) for X in test["X"]]
@@ -301,13 +321,15 @@ def _fit(lake: str | os.PathLike[str], settings: RankerSettings, source: Any, ru
     metrics = {
         "ranker_id": None, "features": list(names),
         "weights": dict(zip(names, fusion.weights.tolist())),
+        "fusion": {"kind": kind, "oof_loss": {k: float(np.nanmean(v[2])) if np.isfinite(v[2]).any() else None
+                                              for k, v in oof.items()}},
         "validation": {"n_queries": len(val_keys), "n_structures": len(set(val_keys)),
                        "known_queries": len(known_keys), "known_structures": len(set(known_keys)),
                        "truth_in_candidates": float(np.mean([t is not None for t in val["truth"]]))
                        if val_keys else None,
                        # the isotonic map on the out-of-fold scores it was fitted on: in-sample, ECE ~ 0 by
                        # construction; the honest calibration numbers are the test split's
-                       "calibration_in_sample": calibration_report(calibrator(oof[has], oof_lib[has]),
+                       "calibration_in_sample": calibration_report(calibrator(oof_p[has], oof_lib[has]),
                                                                    val_correct[has],
                                                                    settings.n_bins)},
         "test": {"n_queries": n_test, "n_structures": len({t["inchikey14"] for t in test["truths"]}),
@@ -328,7 +350,7 @@ def _fit(lake: str | os.PathLike[str], settings: RankerSettings, source: Any, ru
     return ranker_id, metrics
 
 
-def _save(lake: str | os.PathLike[str], settings: RankerSettings, fusion: LinearFusion,
+def _save(lake: str | os.PathLike[str], settings: RankerSettings, fusion: Fusion,
           calibrator: SplitCalibrator, metrics: dict[str, Any], structures: list[str],
           inputs: dict[str, Any] | None = None, rerank: Rerank | None = None) -> str:
     """Write the artifact into a temporary folder, then rename it into place (never half-written)."""
@@ -340,7 +362,8 @@ def _save(lake: str | os.PathLike[str], settings: RankerSettings, fusion: Linear
     tmp = root / f".tmp-{ranker_id}"
     tmp.mkdir()
     try:
-        files = {"settings.json": {"ranker_id": ranker_id, "created": now.isoformat(), "kind": "linear_listwise",
+        files = {"settings.json": {"ranker_id": ranker_id, "created": now.isoformat(),
+                                   "kind": fusion.to_dict()["kind"],
                                    "features": list(fusion.features), "trained_on": "validation",
                                    "settings": settings.model_dump(), "inputs": inputs or {}},
                  "weights.json": fusion.to_dict(), "calibration.json": calibrator.to_dict(),

@@ -1,7 +1,8 @@
 """Rankers: registered, versioned scorers of candidate lists, with a calibrated rank-1 confidence.
 
 A fitted ranker lives in ``<lake>/models/rankers/<ranker_id>/``: ``settings.json`` (how it was made,
-with the split and the features), ``weights.json`` (:class:`.fusion.LinearFusion`),
+with the split and the features), ``weights.json`` (:class:`.fusion.LinearFusion` or
+:class:`.fusion_net.NetFusion`, whichever ``RankerSettings.fusion`` chose),
 ``calibration.json`` (:class:`.calibration.SplitCalibrator`), ``metrics.json`` (test hit@1/5/20
 overall and per novelty stratum beside the library prior, library+prior and random on the same
 candidates; calibration on validation and test; the same on *known* test structures) and
@@ -32,7 +33,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -44,6 +45,7 @@ from .calibration import IsotonicCalibrator, SplitCalibrator, load_calibrator
 from .evidence import FEATURES, EvidenceBuilder, LibraryReference
 from .fingerprint_likelihood import FingerprintMode
 from .fusion import LinearFusion, softmax
+from .fusion_net import Fusion, load_fusion
 from .model import Candidate, Query, Ranked
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,11 @@ class RankerSettings(BaseModel):
         "reliability weights from validation spectra, serving.annotate.fingerprint_likelihood) beside their plain "
         "likelihood model:<id> (add), instead of it (replace), or not at all (off: the default, as measured "
         "by `python -m benchmarks ranker` it did not beat model:<id>)")
+    fusion: Literal["linear", "net", "auto"] = Field(
+        "auto", description="how evidence is fused: a linear listwise score, a small listwise network that also "
+        "weighs evidence by the query's context (serving.annotate.fusion_net), or whichever has the lower "
+        "out-of-fold listwise loss on the validation lists (auto)")
+    net_hidden: int = Field(16, ge=1, description="hidden units of the listwise network")
     seed: int = 0
 
 
@@ -96,7 +103,7 @@ class Ranker:
     :class:`speclake.serving.library.Hit`; None when there was no library search.
     """
 
-    def __init__(self, name: str, evidence: EvidenceBuilder, fusion: LinearFusion | None = None,
+    def __init__(self, name: str, evidence: EvidenceBuilder, fusion: Fusion | None = None,
                  calibrator: IsotonicCalibrator | SplitCalibrator | None = None,
                  metrics: dict[str, Any] | None = None,
                  rerank: "Rerank | None" = None, base: Any = None) -> None:
@@ -250,7 +257,7 @@ def load_ranker(lake: str | os.PathLike[str], method: str | None = None) -> Rank
     if not (d / "settings.json").is_file():
         names = [FALLBACK, PRIOR] + [r["ranker_id"] for r in fitted]
         raise ValueError(f"unknown ranker {method!r}; choose from {', '.join(names)}")
-    fusion = LinearFusion.from_dict(json.loads((d / "weights.json").read_text()))
+    fusion = load_fusion(json.loads((d / "weights.json").read_text()))
     rerank = None
     if (d / "stage1.json").is_file():
         stage1 = json.loads((d / "stage1.json").read_text())

@@ -150,3 +150,22 @@ def test_default_is_the_newest_fitted_ranker_with_a_confidence(lake, fitted):
     with pytest.raises(ValueError, match="unknown ranker"):
         load_ranker(lake, "no-such-ranker")
     assert np.isfinite(ranker.scores(np.zeros((2, len(ranker.fusion.features))))).all()
+
+
+def test_net_fusion_is_saved_loaded_and_scores_like_at_fit_time(lake):
+    """A ranker fitted with the listwise network (fusion="net") records its kind and out-of-fold loss, and the
+    loaded ranker's fusion is that network with the same scores; "auto" records the kind it chose and the
+    out-of-fold loss of both kinds."""
+    from speclake.serving.annotate.fusion_net import NetFusion, load_fusion
+
+    ranker_id, metrics = fit_ranker(lake, RankerSettings(max_formulas=2, fusion="net", net_hidden=4))
+    d = lake / "models" / "rankers" / ranker_id
+    assert json.loads((d / "settings.json").read_text())["kind"] == "net_listwise"
+    assert metrics["fusion"]["kind"] == "net" and set(metrics["fusion"]["oof_loss"]) == {"net"}
+    ranker = load_ranker(lake, ranker_id)
+    assert isinstance(ranker.fusion, NetFusion)
+    X = np.random.default_rng(0).normal(size=(5, len(ranker.fusion.features)))
+    saved = load_fusion(json.loads((d / "weights.json").read_text()))
+    np.testing.assert_allclose(ranker.fusion.score(X), saved.score(X))
+    _, auto = fit_ranker(lake, RankerSettings(max_formulas=2, fusion="auto", net_hidden=4))
+    assert auto["fusion"]["kind"] in ("linear", "net") and set(auto["fusion"]["oof_loss"]) == {"linear", "net"}
