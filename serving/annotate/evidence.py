@@ -313,10 +313,11 @@ class EvidenceBuilder:
         return out
 
 
-#: Architectures whose scores are evidence: descriptor likelihood (arch1, arch2, arch2-flat) and the joint
-#: embedding (arch5). arch3 needs the feature blocks of ``speclake features`` and arch4 the library's
-#: embeddings, neither made for study scans yet.
-MODEL_ARCHS = {"arch1": "descriptor", "arch2": "descriptor", "arch2-flat": "descriptor", "arch5": "joint"}
+#: Architectures whose scores are evidence: descriptor likelihood (arch1, arch2, arch2-flat), the joint
+#: embedding (arch5) and the spectrum embedding's library neighbours (arch4, :class:`.neighbours.NeighbourScorer`).
+#: arch3 needs the feature blocks of ``speclake features``, not made for study scans yet.
+MODEL_ARCHS = {"arch1": "descriptor", "arch2": "descriptor", "arch2-flat": "descriptor", "arch4": "neighbours",
+               "arch5": "joint"}
 
 
 class ModelScorer:
@@ -328,6 +329,9 @@ class ModelScorer:
         if model.arch not in MODEL_ARCHS:
             raise ValueError(f"model {model.model_id}: architecture {model.arch!r} is not used as evidence; "
                              f"supported: {', '.join(MODEL_ARCHS)}")
+        if MODEL_ARCHS[model.arch] == "neighbours":
+            raise ValueError(f"model {model.model_id} ({model.arch}) scores through the library's embeddings: "
+                             "use neighbours.NeighbourScorer (model_scorers makes it)")
         self.model = model
         self.kind = MODEL_ARCHS[model.arch]
         self.feature = f"model:{model.model_id}"
@@ -399,9 +403,12 @@ class ModelScorer:
 
 
 def model_scorers(lake: str | os.PathLike[str], model_ids: Sequence[str] | None = None,
-                  split: Any = None) -> list[ModelScorer]:
+                  split: Any = None, *, library_splits: Sequence[str] | None = ("train",)) -> list[Any]:
     """Scorers of the lake's registered models (``model_ids``; None: every model of a supported
-    architecture trained on ``split`` when given). [] when the lake has none or torch is missing."""
+    architecture trained on ``split`` when given). [] when the lake has none or torch is missing.
+
+    An arch4 model gives a :class:`.neighbours.NeighbourScorer` whose library is the lake's ``library_splits``
+    spectra (None: all) under ``split`` (None: the model's own split settings), read on its first use."""
     try:
         from speclake.training import registry
     except ImportError as exc:
@@ -417,5 +424,10 @@ def model_scorers(lake: str | os.PathLike[str], model_ids: Sequence[str] | None 
         if not explicit and split is not None and model.split != split:
             log.info("model %s was trained on another split: not used as evidence", mid)
             continue
-        out.append(ModelScorer(model))
+        if MODEL_ARCHS.get(model.arch) == "neighbours":
+            from .neighbours import neighbour_scorer
+
+            out.append(neighbour_scorer(lake, model, split, library_splits=library_splits))
+        else:
+            out.append(ModelScorer(model))
     return out
