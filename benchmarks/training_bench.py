@@ -7,8 +7,9 @@ The lake must hold spectra and features (``python -m benchmarks features`` makes
 ../shared/data/massbank). ``--index`` hard-links an index already built over the candidate
 structures (``python -m benchmarks index``: lake compounds + MOSES 1.9M + MassBank isomers) into
 the lake, so the evaluation does not standardize 2.5M structures again; without it the index is
-built from ``--structures``. Prints per architecture: wall time, training spectra/s, then the
-comparison table of ``speclake evaluate`` (hit@1/5/20, top-1 Tanimoto, descriptor AUC/F1).
+built from ``--structures``. Prints per architecture: wall time, training spectra/s, best validation
+loss and hit@1 (the learning curves in the log), then the comparison table of ``speclake evaluate``
+(hit@1/5/20, top-1 Tanimoto, descriptor AUC/F1).
 """
 from __future__ import annotations
 
@@ -89,13 +90,18 @@ def main(argv: list[str] | None = None) -> int:
             model_ids.append(result.model_id)
             m = result.metrics
             rows.append((arch, result.model_id, wall, m.get("spectra_per_s") or m.get("train_spectra_per_s"),
-                         m.get("best_val_loss") or m.get("val_loss"), m.get("epochs")))
+                         m.get("best_val_loss") or m.get("val_loss"), m.get("best_val_hit1"), m.get("epochs")))
             log.info("%s trained in %.0f s: %s", arch, wall, json.dumps(m, default=str)[:400])
-        print(f"\n{'arch':<12}{'model':<34}{'wall s':>9}{'spectra/s':>11}{'val loss':>10}{'epochs':>8}")
-        for arch, mid, wall, sps, vl, ep in rows:
+            for h in m.get("history") or []:
+                log.info("%s epoch %s: train loss %.4f, val loss %.4f, val hit@1 %s", arch, h["epoch"],
+                         h["train_loss"], h["val_loss"], "-" if h.get("val_hit1") is None else f"{h['val_hit1']:.3f}")
+        print(f"\n{'arch':<12}{'model':<34}{'wall s':>9}{'spectra/s':>11}{'val loss':>10}{'val hit@1':>11}"
+              f"{'epochs':>8}")
+        for arch, mid, wall, sps, vl, hit1, ep in rows:
             sps_s = f"{sps:.0f}" if isinstance(sps, (int, float)) else "-"
             vl_s = f"{vl:.4f}" if isinstance(vl, (int, float)) else "-"
-            print(f"{arch:<12}{mid:<34}{wall:>9.0f}{sps_s:>11}{vl_s:>10}{str(ep):>8}")
+            hit_s = f"{hit1:.3f}" if isinstance(hit1, (int, float)) else "-"
+            print(f"{arch:<12}{mid:<34}{wall:>9.0f}{sps_s:>11}{vl_s:>10}{hit_s:>11}{str(ep):>8}")
     if args.skip_eval:
         return 0
     t0 = time.perf_counter()

@@ -73,9 +73,16 @@ def train_cmd(arch: str, lake_dir: Path, workers: int | None, gpu: bool | None, 
     m = result.metrics
     for h in m["history"]:
         click.echo(f"  epoch {h['epoch']:>3}  train loss {h['train_loss']:.4f}  val loss {h['val_loss']:.4f}  "
-                   f"{h['spectra_per_s']:.0f} spectra/s", err=True)
+                   f"val hit@1 {_share(h.get('val_hit1'))}  {h['spectra_per_s']:.0f} spectra/s", err=True)
+    hit = (f", best validation hit@1 {_share(m['best_val_hit1'])} (epoch {m['best_val_hit1_epoch']})"
+           if m.get("best_val_hit1") is not None else "")
     click.echo(f"model {result.model_id}: {m['epochs']} epochs, best validation loss {m['best_val_loss']:.4f} "
-               f"(epoch {m['best_epoch']}), {m['spectra_per_s']:.0f} spectra/s -> {result.path}")
+               f"(epoch {m['best_epoch']}){hit}, {m['spectra_per_s']:.0f} spectra/s -> {result.path}")
+
+
+def _share(value: float | None) -> str:
+    """A hit rate for the learning-curve lines ('-' when there was none)."""
+    return "-" if value is None else f"{value:.3f}"
 
 
 @click.command("tune")

@@ -6,6 +6,14 @@ space and arch-specific context on training structures, runs a ``TorchTrainer`` 
 stops early on validation loss, and registers the best weights in ``<lake>/models/<id>/``.
 An interrupted run resumes from its latest checkpoint when started again with ``resume=True``.
 
+Every epoch's learning curve point (``history`` in the model's metrics.json, the log line, the Ray
+Train / Tune reports) holds train_loss, val_loss and ``val_hit1`` / ``val_hit5``: the share of a fixed
+validation ranking set (:mod:`speclake.training.ranking`, built once by the driver) whose true
+structure the model ranks first / within the first five among same-formula lake compounds, scored
+as ``speclake evaluate`` scores the architecture (rank 0 ranks; null without validation spectra or
+with ``rank_queries=0``). Early stopping and the registered weights follow validation loss only;
+the best hit@1 and its epoch are recorded beside (``best_val_hit1``, ``best_val_hit1_epoch``).
+
 A run is refused before it starts when no training spectrum has the inputs its architecture needs
 (:data:`~speclake.training.models.ARCH_INPUTS`, :func:`~speclake.training.data.require_inputs`), and
 a model whose run trained on no example is never registered.
@@ -45,13 +53,22 @@ class TrainSettings(BaseModel):
     batch_size: int = Field(64, ge=2, description="Spectra per batch and worker.")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
     weight_decay: float = Field(0.0, ge=0)
-    patience: int = Field(5, ge=1, description="Stop after this many epochs without a better validation loss.")
+    patience: int = Field(5, ge=1, description="Stop after this many epochs without a better validation loss "
+                                               "(validation hit@1 is recorded, not used for stopping).")
     seed: int = 0
     num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP processes).")
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPUs reserved per worker.")
     pos_weight_max: float = Field(10.0, ge=1, description="Cap of the per-descriptor BCE positive weight (n_neg/n_pos).")
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per worker.")
+    rank_queries: int = Field(256, ge=0, description="Validation spectra ranked among candidates after every epoch "
+                                                     "for val_hit1/val_hit5 (0: off).")
+    rank_candidates: int = Field(100, ge=2, description="Cap on each ranked list (truth included): lake compounds "
+                                                        "of the true formula.")
+    rank_min_candidates: int = Field(10, ge=1, description="Lists with fewer same-formula compounds are topped up "
+                                                           "with the lake compounds nearest in mass.")
+    rank_library: int = Field(2048, ge=1, description="arch4: training spectra searched for the analogues whose "
+                                                      "structures score the candidates.")
     fail_after_epoch: int | None = Field(
         None, ge=1, description="Testing aid: raise after checkpointing this epoch, as an interruption would.")
 
@@ -160,6 +177,7 @@ def train_loop(config: dict[str, Any], io: "LoopIO") -> None:
     import torch
 
     from speclake.training.models import build_model
+    from speclake.training.ranking import RankingSet, ValidationRanker
     from speclake.training.tasks import StepState
 
     ts = TrainSettings.model_validate(config["train"])
@@ -169,16 +187,20 @@ def train_loop(config: dict[str, Any], io: "LoopIO") -> None:
     model = build_model(ctx)
     optimizer = torch.optim.Adam(model.parameters(), lr=ts.lr, weight_decay=ts.weight_decay)
     start, best_val, best_epoch, bad, history, best_state = 1, float("inf"), 0, 0, [], None
+    best_hit1, best_hit1_epoch = None, 0
     saved = io.load_state()
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         start, best_val, best_epoch = saved["epoch"] + 1, saved["best_val"], saved["best_epoch"]
         bad, history, best_state = saved["bad_epochs"], saved["history"], saved["best_model"]
+        best_hit1, best_hit1_epoch = saved.get("best_hit1"), saved.get("best_hit1_epoch", 0)
         log.info("resuming at epoch %d (best validation loss %.4f at epoch %d)", start, best_val, best_epoch)
     device = io.device()
     model = io.prepare(model)
     state = StepState(ctx, seed=ts.seed + 1000 * io.rank(), pool=config.get("pool") or {})
+    ranking = config.get("ranking") if config.get("has_validation", True) else None
+    ranker = ValidationRanker(RankingSet.from_config(ranking), ctx) if ranking and io.rank() == 0 else None
     if bad >= ts.patience or start > ts.epochs:
         io.report({"epoch": start - 1, "done": True}, None)
         return
@@ -192,26 +214,37 @@ def train_loop(config: dict[str, Any], io: "LoopIO") -> None:
         if config.get("has_validation", True):
             va_sum, va_n = _run_epoch(model, None, _batches(io.data("validation"), ts.batch_size, False, 0),
                                       state, device, False)
-        tr_sum, tr_n, va_sum, va_n, seconds = _allreduce_sum([tr_sum, tr_n, va_sum, va_n, seconds])
+        hit1, hit5, n_ranked = 0, 0, 0
+        if ranker is not None:  # rank 0 only; the others add zeros below, so every rank records the same
+            ranks = ranker.ranks(_unwrap(model), device)
+            hit1, hit5, n_ranked = int((ranks <= 1).sum()), int((ranks <= 5).sum()), len(ranks)
+        tr_sum, tr_n, va_sum, va_n, seconds, hit1, hit5, n_ranked = _allreduce_sum(
+            [tr_sum, tr_n, va_sum, va_n, seconds, hit1, hit5, n_ranked])
         train_loss = tr_sum / max(tr_n, 1)
         val_loss = va_sum / va_n if va_n else train_loss
+        val_hit1 = hit1 / n_ranked if n_ranked else None
         workers = io.world_size()
-        metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                   "spectra_per_s": tr_n / max(seconds / workers, 1e-9), "n_train": int(tr_n), "n_val": int(va_n)}
+        metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_hit1": val_hit1,
+                   "val_hit5": hit5 / n_ranked if n_ranked else None,
+                   "spectra_per_s": tr_n / max(seconds / workers, 1e-9), "n_train": int(tr_n), "n_val": int(va_n),
+                   "n_ranked": int(n_ranked)}
         if val_loss < best_val - 1e-6:
             best_val, best_epoch, bad = val_loss, epoch, 0
             best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
         else:
             bad += 1
+        if val_hit1 is not None and (best_hit1 is None or val_hit1 > best_hit1):
+            best_hit1, best_hit1_epoch = val_hit1, epoch
         history.append(metrics)
-        metrics = {**metrics, "best_val_loss": best_val, "best_epoch": best_epoch}
-        log.info("epoch %d: train loss %.4f, validation loss %.4f, %.0f spectra/s", epoch, train_loss, val_loss,
-                 metrics["spectra_per_s"])
+        metrics = {**metrics, "best_val_loss": best_val, "best_epoch": best_epoch, "best_val_hit1": best_hit1,
+                   "best_val_hit1_epoch": best_hit1_epoch}
+        log.info("epoch %d: train loss %.4f, validation loss %.4f, validation hit@1 %s, %.0f spectra/s", epoch,
+                 train_loss, val_loss, "-" if val_hit1 is None else f"{val_hit1:.3f}", metrics["spectra_per_s"])
         done = bad >= ts.patience or epoch == ts.epochs
         io.report({**metrics, "done": done}, {
             "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
             "best_val": best_val, "best_epoch": best_epoch, "bad_epochs": bad, "history": history,
-            "best_model": best_state, "done": done})
+            "best_model": best_state, "best_hit1": best_hit1, "best_hit1_epoch": best_hit1_epoch, "done": done})
         if ts.fail_after_epoch is not None and epoch >= ts.fail_after_epoch and not done:
             raise RuntimeError(f"simulated interruption after epoch {epoch}")
         if done:
@@ -306,6 +339,7 @@ class TrainingReport(RunReport):
     epochs: int = 0
     best_epoch: int = 0
     best_val_loss: float | None = None
+    best_val_hit1: float | None = None
     spectra_per_s: float | None = None
     num_workers: int = 0
     use_gpu: bool = False
@@ -314,6 +348,7 @@ class TrainingReport(RunReport):
         """Take the summary of a finished run (:func:`trained_metrics`)."""
         self.epochs, self.best_epoch = int(metrics["epochs"]), int(metrics["best_epoch"])
         self.best_val_loss, self.spectra_per_s = metrics["best_val_loss"], metrics["spectra_per_s"]
+        self.best_val_hit1 = metrics.get("best_val_hit1")
         self.num_workers, self.use_gpu = metrics["num_workers"], metrics["use_gpu"]
 
 
@@ -346,8 +381,8 @@ def train_model(lake_dir: str | Path, settings: RunSettings, *, resume: bool = F
     Refused (:class:`~speclake.training.data.MissingInputError`) when no training spectrum has the
     inputs of ``settings.arch``; a run that saw no training example is not registered. ``progress``
     hears of each stage and each finished epoch (``("epoch", epoch, epochs)``); the epochs' losses
-    are in the result's ``metrics["history"]``. The run record (kind ``training``) holds a :class:`TrainingReport`;
-    the lake lock is not held while training.
+    and validation hit@1/hit@5 are in the result's ``metrics["history"]``. The run record (kind
+    ``training``) holds a :class:`TrainingReport`; the lake lock is not held while training.
     """
     from speclake.training.registry import new_model_id, save_model
 
@@ -365,8 +400,8 @@ def train_model(lake_dir: str | Path, settings: RunSettings, *, resume: bool = F
                 raise ValueError(f"nothing to resume: no unfinished {settings.arch} run under {ray_storage(lake_dir)}")
         report.model_id = model_id = model_id or new_model_id(settings.arch)
         with run.stage("training"), ray_session(RaySettings(), address=ray_address, num_cpus=num_cpus):
-            ctx, run.settings, state, ts = _fit(lake_dir, examples, settings, model_id, resume)
-        metrics = trained_metrics(model_id, state, ts)
+            ctx, run.settings, state, ts, ranking = _fit(lake_dir, examples, settings, model_id, resume)
+        metrics = trained_metrics(model_id, state, ts, ranking)
         report.add_metrics(metrics)
         for h in metrics["history"]:
             run.note("epoch", int(h["epoch"]), int(metrics["epochs"]))
@@ -377,11 +412,14 @@ def train_model(lake_dir: str | Path, settings: RunSettings, *, resume: bool = F
 
 
 def _fit(lake_dir: str | Path, examples: Examples, settings: RunSettings, model_id: str, resume: bool
-         ) -> tuple[ModelContext, RunSettings, dict[str, Any], TrainSettings]:
-    """The Ray Train run itself (Ray is running): context, trainer, the final checkpoint's state."""
+         ) -> tuple[ModelContext, RunSettings, dict[str, Any], TrainSettings, dict[str, Any] | None]:
+    """The Ray Train run itself (Ray is running): context, trainer, the final checkpoint's state, the
+    validation ranking set's summary."""
     import ray.train
     import torch
     from ray.train.torch import TorchTrainer
+
+    from speclake.training.ranking import ranking_set
 
     storage = ray_storage(lake_dir)
     run_dir = storage / model_id
@@ -395,9 +433,11 @@ def _fit(lake_dir: str | Path, examples: Examples, settings: RunSettings, model_
         run_dir.mkdir(parents=True, exist_ok=True)
         ctx_path.write_text(json.dumps({"ctx": ctx.to_dict(), "settings": settings.model_dump(mode="json")}))
     pool = negative_pool(examples, lake_dir, ctx.settings.hard_negatives * 2) if settings.arch == "arch5" else {}
+    ranking = ranking_set(lake_dir, examples, settings.arch, settings.train)
     resume_ckpt = latest_checkpoint_dir(run_dir) if resume else None
     config = {"ctx": ctx.to_dict(), "train": settings.train.model_dump(), "pool": pool,
               "has_validation": bool(examples.counts["validation"]),
+              "ranking": ranking.to_config() if ranking is not None else None,
               "resume_path": str(resume_ckpt) if resume_ckpt else None}
     datasets = {"train": examples.dataset("train")}
     if examples.counts["validation"]:
@@ -418,18 +458,22 @@ def _fit(lake_dir: str | Path, examples: Examples, settings: RunSettings, model_
         raise RuntimeError(f"run {model_id} ended without a checkpoint")
     with result.checkpoint.as_directory() as d:
         state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
-    return ctx, settings, state, ts
+    return ctx, settings, state, ts, ranking.summary() if ranking is not None else None
 
 
-def trained_metrics(model_id: str, state: dict[str, Any], train: TrainSettings) -> dict[str, Any]:
-    """What a model records of its run, from the final checkpoint's state. A run with an epoch that
-    trained on no example raises :class:`~speclake.lake.run.RunError`: such a model is never registered."""
+def trained_metrics(model_id: str, state: dict[str, Any], train: TrainSettings,
+                    ranking: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a model records of its run, from the final checkpoint's state (and ``ranking``, the summary of
+    its validation ranking set). A run with an epoch that trained on no example raises
+    :class:`~speclake.lake.run.RunError`: such a model is never registered."""
     history = state["history"]
     empty = [h["epoch"] for h in history if not h.get("n_train")]
     if not history or empty:
         raise RunError(f"run {model_id} trained on no example (epochs {empty or 'none'}): not registered")
     return {"history": history, "epochs": state["epoch"], "best_epoch": state["best_epoch"],
             "best_val_loss": state["best_val"], "final_train_loss": history[-1]["train_loss"],
+            "best_val_hit1": state.get("best_hit1"), "best_val_hit1_epoch": state.get("best_hit1_epoch") or None,
+            "final_val_hit1": history[-1].get("val_hit1"), "val_ranking": ranking,
             "spectra_per_s": float(np.mean([h["spectra_per_s"] for h in history])),
             "num_workers": train.num_workers, "use_gpu": train.use_gpu}
 

@@ -1,9 +1,10 @@
 """Ray Tune per architecture: Optuna search, ASHA early stopping of poor trials, best model registered.
 
 Each trial runs the same training loop as Ray Train (one process per trial, Ray Data input) and
-reports validation loss every epoch; ASHA stops weak trials early. The best trial's best weights
-are registered as a model, with ``tune.json`` (search space, best config, every trial's result)
-beside them.
+reports validation loss and validation hit@1/hit@5 (one ranking set, built once for every trial,
+:mod:`speclake.training.ranking`) every epoch; ASHA stops weak trials early on validation loss.
+The best trial's best weights are registered as a model, with ``tune.json`` (search space, best
+config, every trial's result, each trial's best validation hit@1) beside them.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 from speclake.infra.ray import RaySettings, cluster_cpus, ray_session
 from speclake.training.data import load_examples, negative_pool, require_inputs
 from speclake.training.models import check_arch
+from speclake.training.ranking import ranking_set
 from speclake.training.trainer import (STATE_FILE, LoopIO, RunSettings, TrainResult, build_context, train_loop,
                                        trained_metrics)
 
@@ -54,14 +56,16 @@ def model_values(arch: str, params: dict[str, Any], base: dict[str, Any] | None 
     return out
 
 
-def _trainable(config: dict[str, Any], base: dict[str, Any], examples, pool: dict, datasets: dict) -> None:
-    """One trial: settings from the sampled config, context fitted on training structures, the training loop."""
+def _trainable(config: dict[str, Any], base: dict[str, Any], examples, pool: dict, datasets: dict,
+               ranking: dict | None = None) -> None:
+    """One trial: settings from the sampled config, context fitted on training structures, the training loop
+    (``ranking``: the validation ranking set, as :meth:`~speclake.training.ranking.RankingSet.to_config`)."""
     settings = RunSettings.model_validate({
         **base, "model": model_values(base["arch"], config["model"], base.get("model")),
         "train": {**base["train"], **config["train"], "num_workers": 1}})
     ctx = build_context(examples, settings)
     loop_config = {"ctx": ctx.to_dict(), "train": settings.train.model_dump(), "pool": pool,
-                   "has_validation": "validation" in datasets}
+                   "has_validation": "validation" in datasets, "ranking": ranking}
     train_loop(loop_config, LoopIO("tune", datasets=datasets, use_gpu=settings.train.use_gpu))
 
 
@@ -84,11 +88,13 @@ def tune_model(lake_dir: str | Path, base: RunSettings, *, trials: int = 20, max
     base_dict = base.model_dump(mode="json")
     with ray_session(RaySettings(), address=ray_address, num_cpus=num_cpus):
         pool = negative_pool(examples, lake_dir) if base.arch == "arch5" else {}
+        ranking = ranking_set(lake_dir, examples, base.arch, base.train)
         datasets = {"train": examples.dataset("train")}
         if examples.counts["validation"]:
             datasets["validation"] = examples.dataset("validation")
         trainable = tune.with_resources(
-            tune.with_parameters(_trainable, base=base_dict, examples=examples, pool=pool, datasets=datasets),
+            tune.with_parameters(_trainable, base=base_dict, examples=examples, pool=pool, datasets=datasets,
+                                 ranking=ranking.to_config() if ranking is not None else None),
             {"cpu": cpus_per_trial, "gpu": 1 if base.train.use_gpu else 0})
         name = new_model_id(base.arch)
         free = cluster_cpus() - DATA_CPUS  # Ray Data reads need CPUs beyond the trials'
@@ -111,13 +117,14 @@ def tune_model(lake_dir: str | Path, base: RunSettings, *, trials: int = 20, max
         with best.checkpoint.as_directory() as d:
             state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
         trials_out = [{"config": r.config, "best_val_loss": (r.metrics or {}).get("best_val_loss"),
+                       "best_val_hit1": (r.metrics or {}).get("best_val_hit1"),
                        "epochs": (r.metrics or {}).get("epoch"), "error": str(r.error) if r.error else None}
                       for r in grid]
     best_settings = RunSettings.model_validate({
         **base_dict, "model": model_values(base.arch, best.config["model"], base_dict.get("model")),
         "train": {**base_dict["train"], **best.config["train"], "num_workers": 1}})
     ctx = build_context(examples, best_settings)
-    metrics = trained_metrics(name, state, best_settings.train)
+    metrics = trained_metrics(name, state, best_settings.train, ranking.summary() if ranking is not None else None)
     summary = {"tune_run": name, "trials": trials_out, "best_config": best.config, "max_epochs": max_epochs,
                "scheduler": "ASHA", "search": "Optuna"}
     path = save_model(lake_dir, name, ctx, state["best_model"] or state["model"],

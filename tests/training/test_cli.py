@@ -21,7 +21,8 @@ def test_help_of_training_commands():
 
 @pytest.mark.ray
 def test_train_then_models_lists_it(sample_feature_lake, ray_session, tmp_path):
-    """`train` with a settings file registers a model that `models` then lists with its split counts.
+    """`train` with a settings file registers a model (its summary line names the best validation hit@1) that
+    `models` then lists with its split counts.
 
     Two workers of the default 1 CPU on the 2-CPU test Ray are shrunk so the data pipeline keeps a CPU
     (else the run would hang waiting for Ray Data).
@@ -35,6 +36,7 @@ def test_train_then_models_lists_it(sample_feature_lake, ray_session, tmp_path):
                                   "--epochs", "1", "--settings", str(settings), "--model-id", "cli-model"])
     assert result.exit_code == 0, result.output
     assert "model cli-model" in result.output
+    assert "best validation hit@1" in result.output  # the learning curve's hit@1 column reaches the summary
     listed = runner.invoke(main, ["models", "--lake", str(lake)])
     assert listed.exit_code == 0, listed.output
     line = next(l for l in listed.output.splitlines() if l.startswith("cli-model"))

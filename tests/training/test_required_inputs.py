@@ -82,6 +82,7 @@ def test_arch5_trains_on_real_examples_without_descriptors(ingest_only_lake, ray
     assert history and all(0.9 * examples.counts["train"] <= h["n_train"] <= examples.counts["train"]
                            for h in history)
     assert all(np.isfinite(h["train_loss"]) and h["train_loss"] > 0 and h["spectra_per_s"] > 0 for h in history)
+    assert all(0.0 <= h["val_hit1"] <= 1.0 for h in history)  # candidates need SMILES only, not descriptors
     assert result.model_id in [m["model_id"] for m in list_models(ingest_only_lake)]
     record, = [r for r in _training_records(ingest_only_lake) if r["report"]["model_id"] == result.model_id]
     assert record["status"] == "ok" and record["settings"]["arch"] == "arch5"

@@ -23,6 +23,22 @@ def test_training_loss_falls_under_ray_train(arch, trained, sample_feature_lake)
     assert (result.path / "model.pt").exists()
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_epoch_records_validation_hit1(arch, trained):
+    """Each epoch of the history has val_hit1/val_hit5 in [0, 1] over the same ranked validation lists (at
+    least 2 candidates each); the best hit@1 and its epoch are recorded; early stopping stays on validation loss."""
+    m = trained(arch).metrics
+    history = m["history"]
+    ranking = m["val_ranking"]
+    assert ranking["queries"] > 5 and ranking["min_candidates"] >= 2, ranking
+    for h in history:
+        assert 0.0 <= h["val_hit1"] <= h["val_hit5"] <= 1.0, h
+        assert h["n_ranked"] == ranking["queries"]
+    best = max(history, key=lambda h: (h["val_hit1"], -h["epoch"]))
+    assert (m["best_val_hit1"], m["best_val_hit1_epoch"]) == (best["val_hit1"], best["epoch"])
+    assert m["best_epoch"] == min(history, key=lambda h: (h["val_loss"], h["epoch"]))["epoch"]
+
+
 def test_interrupted_run_resumes_at_next_epoch(sample_feature_lake, ray_session):
     """A run that dies after epoch 1 is continued by resume=True from its checkpoint at epoch 2, not from scratch."""
     lake, _ = sample_feature_lake
