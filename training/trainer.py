@@ -9,10 +9,9 @@ An interrupted run resumes from its latest checkpoint when started again with ``
 Every epoch's learning curve point (``history`` in the model's metrics.json, the log line, the Ray
 Train / Tune reports) holds train_loss, val_loss and ``val_hit1`` / ``val_hit5``: the share of a fixed
 validation ranking set (:mod:`speclake.training.ranking`, built once by the driver) whose true
-structure the model ranks first / within the first five among same-formula lake compounds, scored
-as ``speclake evaluate`` scores the architecture (rank 0 ranks; null without validation spectra or
-with ``rank_queries=0``). Early stopping and the registered weights follow validation loss only;
-the best hit@1 and its epoch are recorded beside (``best_val_hit1``, ``best_val_hit1_epoch``).
+structure the model ranks first / within five among same-formula lake compounds, scored as ``speclake
+evaluate`` scores the architecture (null without validation spectra or with ``rank_queries=0``). Early stopping
+and the registered weights follow validation loss; ``best_val_hit1`` and its epoch are recorded beside.
 
 A run is refused before it starts when no training spectrum has the inputs its architecture needs
 (:data:`~speclake.training.models.ARCH_INPUTS`, :func:`~speclake.training.data.require_inputs`), and
