@@ -351,20 +351,23 @@ class ModelScorer:
                          "ionmode": [q.ionmode for q in queries]})
 
     def _structures(self, smiles: Sequence[str]) -> list[Any]:
+        """Per SMILES its structure-side values (cached; a call with more distinct SMILES than the cache holds
+        still gets all of its own)."""
         todo = list(dict.fromkeys(s for s in smiles if s not in self._cache))
+        fresh: dict[str, Any] = {}
         if todo:
             if self.kind == "joint":
-                emb = np.asarray(self.model.embed_structures(todo), np.float64)
-                vals: list[Any] = list(emb)
+                vals: list[Any] = list(np.asarray(self.model.embed_structures(todo), np.float64))
             else:
                 from speclake.training.eval_data import structure_rows
 
                 vals = structure_rows(todo, DescriptorSettings(), processes=1)
-            for s, v in zip(todo, vals):
-                self._cache[s] = v
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return [self._cache[s] for s in smiles]
+            fresh = dict(zip(todo, vals))
+            self._cache.update(fresh)
+        out = [fresh[s] if s in fresh else self._cache[s] for s in smiles]
+        while len(self._cache) > self._cache_size:   # evicted only once this call has its values
+            self._cache.popitem(last=False)
+        return out
 
     def predict(self, queries: Sequence[Query]) -> np.ndarray:
         """(len(queries), descriptors) predicted probabilities; the last call's are reused for the same query

@@ -151,6 +151,20 @@ def test_registered_models_add_one_evidence_column_each():
         ModelScorer(type("M", (), {"arch": "arch3", "model_id": "x"})())
 
 
+def test_a_batch_larger_than_the_structure_cache_still_scores_every_candidate():
+    """A model scorer whose structure cache holds fewer SMILES than one call brings (full-scale candidate
+    lists: ~1M distinct structures per batch) keeps this call's values until it has returned them."""
+    from speclake.serving.annotate.evidence import ModelScorer
+
+    scorer = ModelScorer(_JointModel(), cache_size=1)
+    cands = [[_cand("RYYVLZVUVIJVGH", CAFFEINE), _cand("ZSIAUFGUXNUGDI", HEXANOL)],
+             [_cand("ZSIAUFGUXNUGDI", HEXANOL), _cand("RYYVLZVUVIJVGH", CAFFEINE)]]
+    first, second = scorer.scores([_query(), _query()], cands)
+    np.testing.assert_allclose(first, [1.0, 0.0])
+    np.testing.assert_allclose(second, [0.0, 1.0])
+    assert len(scorer._cache) == 1
+
+
 def test_max_tanimoto_equals_the_tanimoto_matrix_maximum():
     from speclake.training import metrics as M
 
