@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--workers", type=int, default=2, help="Ray Train workers")
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--patience", type=int, default=3, help="early stopping: epochs without better validation loss")
+    ap.add_argument("--time-budget", type=float, default=None,
+                    help="per architecture: stop after the epoch that brings its wall time to this many seconds")
     ap.add_argument("--index", type=Path, default=None, help="an index directory to hard-link into <lake>/index/fingerprint")
     ap.add_argument("--structures", nargs="*", type=Path,
                     default=[STRUCTURES / "zinc_moses_1.9M.smi.gz", STRUCTURES / "massbank_isomers.smi.gz"])
@@ -82,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         for arch in [a.strip() for a in args.archs.split(",") if a.strip()]:
             settings = RunSettings(arch=arch, model=CPU_MODELS.get(arch, {}),
                                    train=TrainSettings(epochs=args.epochs, num_workers=args.workers,
-                                                       batch_size=args.batch_size, patience=3))
+                                                       batch_size=args.batch_size, patience=args.patience,
+                                                       time_budget_s=args.time_budget))
             t0 = time.perf_counter()
             resume = bool(args.resume and unfinished_run(lake, arch))
             result = train_model(lake, settings, resume=resume)

@@ -45,6 +45,8 @@ def _settings_option(f):
 @click.option("--batch-size", type=click.IntRange(min=2), default=None, help="Spectra per batch and worker. Default 64.")
 @click.option("--lr", type=float, default=None, help="Adam learning rate. Default 1e-3.")
 @click.option("--patience", type=click.IntRange(min=1), default=None, help="Epochs without better validation loss before stopping. Default 5.")
+@click.option("--time-budget", "time_budget_s", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop after the epoch that brings training + validation wall time to this many seconds.")
 @click.option("--resume", is_flag=True, help="Continue the newest unfinished run of --arch from its latest checkpoint.")
 @click.option("--model-id", default=None, help="Id of the new model (or of the run to resume). Default: <arch>-<time>-<hex>.")
 @click.option("--ray-address", default=None, help="Run on this Ray cluster (e.g. ray://head:10001) instead of a local Ray.")
@@ -52,8 +54,9 @@ def _settings_option(f):
 @_settings_option
 def train_cmd(arch: str, lake_dir: Path, workers: int | None, gpu: bool | None, cpus_per_worker: float | None,
               epochs: int | None,
-              batch_size: int | None, lr: float | None, patience: int | None, resume: bool, model_id: str | None,
-              ray_address: str | None, num_cpus: int | None, settings_file: Path | None) -> None:
+              batch_size: int | None, lr: float | None, patience: int | None, time_budget_s: float | None,
+              resume: bool, model_id: str | None, ray_address: str | None, num_cpus: int | None,
+              settings_file: Path | None) -> None:
     """Train one model under Ray Train and register it in <lake>/models/.
 
     \b
@@ -65,7 +68,8 @@ def train_cmd(arch: str, lake_dir: Path, workers: int | None, gpu: bool | None, 
 
     settings = _base_settings(arch, settings_file, {"num_workers": workers, "use_gpu": gpu, "epochs": epochs,
                                                     "cpus_per_worker": cpus_per_worker,
-                                                    "batch_size": batch_size, "lr": lr, "patience": patience})
+                                                    "batch_size": batch_size, "lr": lr, "patience": patience,
+                                                    "time_budget_s": time_budget_s})
 
     with stage_bar(f"train {arch}", ["examples", "training", "epoch", "register"]) as progress:
         result = train_model(lake_dir, settings, resume=resume, model_id=model_id, ray_address=ray_address,

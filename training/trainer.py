@@ -68,6 +68,9 @@ class TrainSettings(BaseModel):
                                                            "with the lake compounds nearest in mass.")
     rank_library: int = Field(2048, ge=1, description="arch4: training spectra searched for the analogues whose "
                                                       "structures score the candidates.")
+    time_budget_s: float | None = Field(
+        None, gt=0, description="Stop after the epoch that brings the run's training + validation wall time to this "
+        "budget (a stated CPU budget; early stopping may end it sooner). None: no budget.")
     fail_after_epoch: int | None = Field(
         None, ge=1, description="Testing aid: raise after checkpointing this epoch, as an interruption would.")
 
@@ -186,7 +189,7 @@ def train_loop(config: dict[str, Any], io: "LoopIO") -> None:
     model = build_model(ctx)
     optimizer = torch.optim.Adam(model.parameters(), lr=ts.lr, weight_decay=ts.weight_decay)
     start, best_val, best_epoch, bad, history, best_state = 1, float("inf"), 0, 0, [], None
-    best_hit1, best_hit1_epoch = None, 0
+    best_hit1, best_hit1_epoch, spent = None, 0, 0.0
     saved = io.load_state()
     if saved is not None:
         model.load_state_dict(saved["model"])
@@ -194,6 +197,7 @@ def train_loop(config: dict[str, Any], io: "LoopIO") -> None:
         start, best_val, best_epoch = saved["epoch"] + 1, saved["best_val"], saved["best_epoch"]
         bad, history, best_state = saved["bad_epochs"], saved["history"], saved["best_model"]
         best_hit1, best_hit1_epoch = saved.get("best_hit1"), saved.get("best_hit1_epoch", 0)
+        spent = saved.get("spent_s", 0.0)
         log.info("resuming at epoch %d (best validation loss %.4f at epoch %d)", start, best_val, best_epoch)
     device = io.device()
     model = io.prepare(model)
@@ -217,12 +221,13 @@ def train_loop(config: dict[str, Any], io: "LoopIO") -> None:
         if ranker is not None:  # rank 0 only; the others add zeros below, so every rank records the same
             ranks = ranker.ranks(_unwrap(model), device)
             hit1, hit5, n_ranked = int((ranks <= 1).sum()), int((ranks <= 5).sum()), len(ranks)
-        tr_sum, tr_n, va_sum, va_n, seconds, hit1, hit5, n_ranked = _allreduce_sum(
-            [tr_sum, tr_n, va_sum, va_n, seconds, hit1, hit5, n_ranked])
+        tr_sum, tr_n, va_sum, va_n, seconds, hit1, hit5, n_ranked, wall = _allreduce_sum(
+            [tr_sum, tr_n, va_sum, va_n, seconds, hit1, hit5, n_ranked, time.perf_counter() - t0])
         train_loss = tr_sum / max(tr_n, 1)
         val_loss = va_sum / va_n if va_n else train_loss
         val_hit1 = hit1 / n_ranked if n_ranked else None
         workers = io.world_size()
+        spent += wall / workers
         metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_hit1": val_hit1,
                    "val_hit5": hit5 / n_ranked if n_ranked else None,
                    "spectra_per_s": tr_n / max(seconds / workers, 1e-9), "n_train": int(tr_n), "n_val": int(va_n),
@@ -239,10 +244,10 @@ def train_loop(config: dict[str, Any], io: "LoopIO") -> None:
                    "best_val_hit1_epoch": best_hit1_epoch}
         log.info("epoch %d: train loss %.4f, validation loss %.4f, validation hit@1 %s, %.0f spectra/s", epoch,
                  train_loss, val_loss, "-" if val_hit1 is None else f"{val_hit1:.3f}", metrics["spectra_per_s"])
-        done = bad >= ts.patience or epoch == ts.epochs
+        done = bad >= ts.patience or epoch == ts.epochs or spent >= (ts.time_budget_s or float("inf"))
         io.report({**metrics, "done": done}, {
             "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-            "best_val": best_val, "best_epoch": best_epoch, "bad_epochs": bad, "history": history,
+            "best_val": best_val, "best_epoch": best_epoch, "bad_epochs": bad, "history": history, "spent_s": spent,
             "best_model": best_state, "best_hit1": best_hit1, "best_hit1_epoch": best_hit1_epoch, "done": done})
         if ts.fail_after_epoch is not None and epoch >= ts.fail_after_epoch and not done:
             raise RuntimeError(f"simulated interruption after epoch {epoch}")
@@ -497,4 +502,4 @@ def fit_workers(train: TrainSettings, cluster_cpus: float) -> TrainSettings:
 def _resumable(train: TrainSettings) -> dict[str, Any]:
     """Settings a resumed run may change (scaling, epochs, the failure aid); the rest stays as first saved."""
     return {k: getattr(train, k) for k in ("epochs", "num_workers", "use_gpu", "cpus_per_worker", "fail_after_epoch",
-                                           "torch_threads")}
+                                           "time_budget_s", "torch_threads")}

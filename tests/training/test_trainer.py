@@ -58,6 +58,15 @@ def test_interrupted_run_resumes_at_next_epoch(sample_feature_lake, ray_session)
     assert unfinished_run(lake, "arch2-flat") is None
 
 
+def test_time_budget_ends_training_after_the_epoch_that_spends_it(sample_feature_lake, ray_session):
+    """A stated CPU budget: a run of up to 5 epochs whose budget is spent by epoch 1 stops there (patience
+    would have let it go on) and still registers its best weights."""
+    lake, _ = sample_feature_lake
+    result = train_model(lake, tiny_settings("arch2-flat", epochs=5, patience=10, time_budget_s=1e-3))
+    assert [h["epoch"] for h in result.metrics["history"]] == [1]
+    assert (result.path / "model.pt").exists()
+
+
 def test_resume_without_unfinished_run_is_an_error(sample_feature_lake):
     """resume=True with nothing to resume raises a clear ValueError."""
     lake, _ = sample_feature_lake
