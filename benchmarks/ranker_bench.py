@@ -23,7 +23,7 @@ for the table. Two candidate modes, as the evaluation reports them:
 Per mode the fused ranker is fitted on that mode's lists (validation + known only; asserted disjoint from
 the test structures by InChIKey-14), and the table gives hit@1/5/20 with 95 % bootstrap intervals
 (structures resampled) overall, per ion mode and per novelty stratum (max Tanimoto of the truth to the
-training structures) for: fused, every evidence column alone, fused without each column (ablation),
+training structures) for: fused, every evidence column alone, the linear fusion without each column (ablation),
 library+prior, the library prior and random ranking of the same lists; then fused minus prior (paired).
 ``--fragmenter-top N`` (default 20) adds a re-ranking stage: the MetFrag-style in-silico fragmenter's evidence
 (:mod:`speclake.serving.annotate.fragmenter`) on the fused top N, the fusion refitted with it
@@ -33,32 +33,19 @@ column ``fpll:<id>`` (per-bit Platt calibration and reliability weights from val
 :mod:`speclake.serving.annotate.fingerprint_likelihood`) beside its plain likelihood ``model:<id>``, so the table
 has both alone and the fusion without each. JSON to benchmarks/results/ranker_bench.json (git-ignored).
 
-Measured 2026-12-05 on the shared 2-core VM (load 2-5), ``--work`` a copy of benchmarks/results/lake_annotate
-with ``speclake features --only descriptors`` (107 s) and one arch2-flat model (trunk 1024-512, 6 epochs,
-early-stopped, 5 min 43 s on CPU) registered, ``--queries 200 --fragmenter-top 0``: 200 test spectra of 125
-structures, fusion fitted on 200 validation + 67 known lists; bit reliability from 7,736 validation spectra of 689
-structures (1,857 of 2,369 descriptors weighted, mean weight 0.47). Wall 7 min 35 s (the first run 16 min 26 s:
-13 min to prefilter and index the formula structures once). hit@1 [95 % structure bootstrap]:
+``--test-lake`` (default benchmarks/results/lake_features, the full MassBank features lake) gives the test
+queries: the annotate benchmark's work lake holds test spectra out of its library. ``--cache PICKLE`` keeps the
+candidate lists with their evidence (the slow part), so fusion variants are re-run in minutes.
 
-===================  ====================  ====================  ====================  ====================
-method               formula, all          formula, nov. <0.5    mass, all             mass, nov. <0.5
-===================  ====================  ====================  ====================  ====================
-fused, model + fpll  0.435 [0.333, 0.540]  0.216 [0.082, 0.400]  0.370 [0.282, 0.466]  0.216 [0.083, 0.381]
-fused, model only    0.440 [0.335, 0.544]  0.216 [0.082, 0.400]  0.365 [0.277, 0.454]  0.216 [0.083, 0.381]
-fused, fpll only     0.450 [0.346, 0.556]  0.255 [0.098, 0.465]  0.370 [0.282, 0.462]  0.235 [0.088, 0.432]
-model:<id> alone     0.235 [0.167, 0.312]  0.157 [0.054, 0.318]  0.135 [0.079, 0.199]  0.020 [0.000, 0.073]
-fpll:<id> alone      0.140 [0.088, 0.202]  0.078 [0.000, 0.194]  0.105 [0.062, 0.157]  0.039 [0.000, 0.108]
-library+prior        0.250 [0.181, 0.323]  0.216 [0.087, 0.352]  0.190 [0.126, 0.256]  0.176 [0.059, 0.309]
-prior                0.315 [0.213, 0.412]  0.255 [0.098, 0.465]  0.115 [0.054, 0.188]  0.098 [0.000, 0.245]
-===================  ====================  ====================  ====================  ====================
-
-The fingerprint likelihood does not help: alone it ranks below the plain likelihood, and the fusion with it is
-within 0.01 of the fusion without it (weights: model 2.5 / fpll 0.37 for formula candidates). Before the
-statistics were cross-fitted (the fusion trained on validation lists scored with statistics fitted on the same
-spectra), fused was 0.370 (formula) / 0.305 (mass). On validation only (400 formula / 350 mass lists, statistics
-fitted on the other structure fold), hit@1 of variants alone: plain 0.338 / 0.194, Platt only 0.320 / 0.174,
-Platt + 2 AUC - 1 weights 0.198 / 0.120, plain + weights 0.268 / 0.163: the model's uncalibrated (BCE pos_weight
-inflated) probabilities rank isomers best, and reliability weights hurt. Rankers therefore leave it off.
+Measured 2026-12-05 on the shared 2-core VM (load 2-6), default ``--work``, ``--queries 1000 --fingerprint-likelihood
+off``, evidence = the 9 columns + an arch2-flat descriptor model + an arch4 neighbour model: 1,000 test spectra of
+402 structures, fusion fitted on 1,000 validation + 333 known lists. Formula candidates (159 per spectrum): fused
+(network, chosen by out-of-fold loss 1.767 vs linear 2.028) hit@1 0.546 [0.490, 0.598], linear 0.490, prior 0.324,
+library+prior 0.419, random 0.070; fused - prior +0.222 [+0.176, +0.271], novelty < 0.5 +0.119 [+0.045, +0.203]
+(every stratum above the prior); hit@20 0.918 (target 0.95 missed by 0.032). Mass candidates (849 per spectrum,
+truth in 0.875): fused 0.467, linear 0.418, prior 0.095. README's "Benchmarks" has the table and the fragmenter rows.
+An earlier reduced run (200 test spectra, one arch2-flat model) found the CSI:FingerID-style ``fpll`` column no
+better than the plain likelihood (fused 0.435 with it, 0.440 without), so rankers leave it off.
 """
 from __future__ import annotations
 
@@ -159,7 +146,8 @@ def method_scores(data: dict[str, Any], names: tuple[str, ...], train: tuple[lis
     """Per-query hit@k of every method on ``data`` (test lists), the fusions fitted on ``train`` (X, truth,
     InChIKey-14): ``fused linear``, ``fused net`` and ``fused`` = the kind of ``settings.fusion`` (``auto``: the
     lower out-of-fold listwise loss over structure folds of the training lists, as a ranker fit chooses); the
-    ablations (fused without each column) refit that kind."""
+    ablations (``without:<column>``) refit the linear fusion (a network per column costs minutes each at full
+    scale) and are read against ``fused linear``."""
     from speclake.serving.annotate.fusion import ranks_of_truth
     from speclake.serving.annotate.fusion_net import better_kind, fit_fusion
     from speclake.serving.annotate.ranker_fit import out_of_fold, structure_folds
@@ -188,7 +176,7 @@ def method_scores(data: dict[str, Any], names: tuple[str, ...], train: tuple[lis
         out[f"alone:{name}"] = hits_of(ranks(lambda X, j=j, s=sign: s * X[:, j]))
         keep = [i for i in range(len(names)) if i != j]
         try:
-            m = fit([X[:, keep] for X in X_tr], tuple(names[i] for i in keep), kind)
+            m = fit([X[:, keep] for X in X_tr], tuple(names[i] for i in keep), "linear")
         except ValueError:
             continue
         out[f"without:{name}"] = hits_of(ranks(lambda X, m=m, keep=keep: m.score(X[:, keep])))
@@ -198,21 +186,24 @@ def method_scores(data: dict[str, Any], names: tuple[str, ...], train: tuple[lis
                  "weights": dict(zip(names, fits["linear"].weights.tolist()))}
 
 
-def fragmenter_rows(te: dict[str, Any], va: dict[str, Any], kn: dict[str, Any], names: tuple[str, ...], l2: float,
-                    top: int) -> tuple[dict[str, dict[int, np.ndarray]], dict[str, Any]]:
-    """hit@k of ``fused+fragmenter`` (the fusion refitted with the fragmenter's columns on its top candidates)
-    and of the fragmenter's score alone on the same top candidates (the rest in stage-1 order below)."""
+def fragmenter_rows(te: dict[str, Any], va: dict[str, Any], kn: dict[str, Any], names: tuple[str, ...],
+                    settings: Any, top: int, kind: str) -> tuple[dict[str, dict[int, np.ndarray]], dict[str, Any]]:
+    """hit@k of ``fused+fragmenter`` (the fusion of ``kind`` refitted with the fragmenter's columns on the top
+    ``top`` of a linear first stage, as a ranker fit with ``fragmenter_top`` does), ``fused linear+fragmenter``,
+    and the fragmenter's score alone on the same top candidates (the rest in stage-1 order below)."""
     from speclake.serving.annotate.fusion import fit_listwise, ranks_of_truth
+    from speclake.serving.annotate.fusion_net import fit_fusion
     from speclake.serving.annotate.rankers import Rerank
 
     t0 = time.process_time()
-    rerank = Rerank(fit_listwise(va["X"] + kn["X"], va["truth"] + kn["truth"], names, l2=l2), top)
+    rerank = Rerank(fit_listwise(va["X"] + kn["X"], va["truth"] + kn["truth"], names, l2=settings.l2), top)
     stage1 = rerank.stage1
     X_tr = (rerank.extend(va["queries"], va["cands"], va["X"]) + rerank.extend(kn["queries"], kn["cands"], kn["X"]))
     X_te = rerank.extend(te["queries"], te["cands"], te["X"])
     cpu = time.process_time() - t0
     all_names = tuple(names) + rerank.names
-    fused = fit_listwise(X_tr, va["truth"] + kn["truth"], all_names, l2=l2)
+    fits = {k: fit_fusion(X_tr, va["truth"] + kn["truth"], all_names, kind=k, l2=settings.l2,
+                          hidden=settings.net_hidden, seed=settings.seed) for k in dict.fromkeys(("linear", kind))}
     n = len(names)
 
     def alone(X: np.ndarray) -> np.ndarray:   # fragmenter score on the top, stage-1 order below it
@@ -220,12 +211,13 @@ def fragmenter_rows(te: dict[str, Any], va: dict[str, Any], kn: dict[str, Any], 
         rank1 = np.argsort(np.argsort(-s1, kind="stable"), kind="stable")
         return np.where(rank1 < top, 10.0 + X[:, n], -rank1.astype(np.float64))
 
-    out = {"fused+fragmenter": hits_of(ranks_of_truth([fused.score(X) if len(X) else np.zeros(0) for X in X_te],
-                                                      te["truth"])),
-           "fragmenter@top": hits_of(ranks_of_truth([alone(X) if len(X) else np.zeros(0) for X in X_te],
-                                                    te["truth"]))}
+    def hits(fn) -> dict[int, np.ndarray]:
+        return hits_of(ranks_of_truth([fn(X) if len(X) else np.zeros(0) for X in X_te], te["truth"]))
+
+    out = {"fused+fragmenter": hits(fits[kind].score), "fused linear+fragmenter": hits(fits["linear"].score),
+           "fragmenter@top": hits(alone)}
     n_lists = len(X_tr) + len(X_te)
-    return out, {"fragmenter_weights": dict(zip(all_names, fused.weights.tolist())),
+    return out, {"fragmenter_weights": dict(zip(all_names, fits["linear"].weights.tolist())),
                  "fragmenter_top": top, "fragmenter_cpu_s_per_list": cpu / max(n_lists, 1)}
 
 
@@ -271,10 +263,11 @@ def print_table(mode: str, rows: list[dict[str, Any]], info: dict[str, Any]) -> 
           f"truth a candidate {info['truth_in_candidates']:.3f}, mean {info['mean_candidates']:.0f} candidates; "
           f"fusion fitted on {info['n_fit']} lists; fused = {info['fusion_kind']} (out-of-fold listwise loss "
           + ", ".join(f"{k} {v:.3f}" for k, v in info["oof_loss"].items()) + ")")
-    print(f"{'method':<26}{'group':<18}{'n':>6}{'hit@1':>8}{'  95% CI':<16}{'hit@5':>8}{'hit@20':>8}")
+    w = max([26] + [len(r["method"]) + 2 for r in rows])
+    print(f"{'method':<{w}}{'group':<18}{'n':>6}{'hit@1':>8}{'  95% CI':<16}{'hit@5':>8}{'hit@20':>8}")
     for r in rows:
         ci = r["hit1_ci"]
-        print(f"{r['method']:<26}{r['group']:<18}{r['n']:>6}{r['hit1']:>8.3f}  [{ci[0]:.3f}, {ci[1]:.3f}] "
+        print(f"{r['method']:<{w}}{r['group']:<18}{r['n']:>6}{r['hit1']:>8.3f}  [{ci[0]:.3f}, {ci[1]:.3f}] "
               + (f"{r['hit5']:>7.3f}{r['hit20']:>8.3f}" if "hit5" in r else ""))
 
 
@@ -311,8 +304,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="descriptor models' fpll:<id> column (per-bit calibrated, reliability-weighted likelihood) "
                          "beside model:<id>, instead of it, or not at all (rankers default to off)")
     ap.add_argument("--fusion", choices=("linear", "net", "auto"), default="auto",
-                    help="the kind behind the `fused` rows and ablations (auto: lower out-of-fold loss, as rankers)")
+                    help="the kind behind the `fused` rows (auto: lower out-of-fold loss, as rankers)")
     ap.add_argument("--json", default=str(RESULTS / "ranker_bench.json"))
+    ap.add_argument("--test-lake", default=str(RESULTS / "lake_features"),
+                    help="the lake whose test-split spectra are the queries (the annotate benchmark's work lake holds "
+                         "them out of its library, so it has none; the full MassBank features lake has them)")
     ap.add_argument("--cache", default=None,
                     help="pickle of the candidate lists with their evidence: read when it exists, else written "
                          "(re-run the tables without rebuilding the lists; delete it when the lake changes)")
@@ -342,21 +338,31 @@ def main(argv: list[str] | None = None) -> int:
     names = builder.names
     from speclake.serving.annotate.fusion import lake_queries
 
-    qdata = {s: lake_queries(work, s, settings.split, args.queries, settings.seed) for s in ("validation", "test")}
+    test_lake = Path(args.test_lake) if args.test_lake else work
+    qdata = {"validation": lake_queries(work, "validation", settings.split, args.queries, settings.seed),
+             "test": lake_queries(test_lake, "test", settings.split, args.queries, settings.seed)}
+    if not qdata["test"][0]:
+        print(f"{test_lake} has no test-split spectra (a work lake of `benchmarks annotate` holds them out): "
+              "name a lake that has them with --test-lake", file=sys.stderr)
+        return 2
     ratio = settings.known_fraction / (1 - settings.known_fraction)
     qdata["known"], _ = known_queries(work, settings, round(len(qdata["validation"][0]) * ratio), 0)
     formulas = {s: truth_formulas(t) for s, (_, t) in qdata.items()}
-    t0 = time.perf_counter()
-    added = ensure_formula_structures(work, [p for p in args.structures if p.exists()],
-                                      {f for fs in formulas.values() for f in fs if f})
-    timings["formula_structures"] = time.perf_counter() - t0
     cache = Path(args.cache) if args.cache else None
+    lists: dict[str, dict[str, Any]] = {"formula": {}, "mass": {}}
     if cache is not None and cache.is_file():
         with cache.open("rb") as fh:
             lists = pickle.load(fh)
         log.info("candidate lists and evidence read from %s", cache)
-    else:
-        lists = build_lists(work, settings, builder, qdata, formulas, timings)
+    todo = {s: d for s, d in qdata.items() if s not in lists["mass"] or not lists["mass"][s]["queries"]}
+    added: list[Path] = []
+    if todo:   # query sets not in the cache (or empty there) are built and added to it
+        t0 = time.perf_counter()
+        added = ensure_formula_structures(work, [p for p in args.structures if p.exists()],
+                                          {f for fs in formulas.values() for f in fs if f})
+        timings["formula_structures"] = time.perf_counter() - t0
+        for mode, built in build_lists(work, settings, builder, todo, formulas, timings).items():
+            lists[mode].update(built)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             with cache.open("wb") as fh:
@@ -390,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
                                                       [t["inchikey14"] for t in va["truths"] + kn["truths"]]),
                                           settings)
         if args.fragmenter_top:
-            frag_methods, frag_info = fragmenter_rows(te, va, kn, names, settings.l2, args.fragmenter_top)
+            frag_methods, frag_info = fragmenter_rows(te, va, kn, names, settings, args.fragmenter_top,
+                                                      fit_info["fusion_kind"])
             methods.update(frag_methods)
             fit_info.update(frag_info)
         rows = table(methods, groups_of(te, nov), keys, args.bootstrap, args.seed)
@@ -400,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         print_table(mode, rows, info)
         if "fragmenter_cpu_s_per_list" in info:
             print(f"fragmenter on the top {info['fragmenter_top']}: {1000 * info['fragmenter_cpu_s_per_list']:.0f} "
-                  f"CPU ms per list (fragmentation + scoring); fused+fragmenter weights: "
+                  f"CPU ms per list (fragmentation + scoring); fused linear+fragmenter weights: "
                   + ", ".join(f"{k} {v:+.2f}" for k, v in info["fragmenter_weights"].items()))
         v = verdict(rows)
         print("\n".join(v))
