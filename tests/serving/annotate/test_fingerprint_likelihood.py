@@ -3,7 +3,6 @@ hand-made validation data, and on the sample lake with a real model trained on i
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from speclake.serving.annotate.fingerprint_likelihood import (BitReliability, Fi
                                                               fit_platt, load_reliability,
                                                               validation_reliability, with_fingerprint_likelihood)
 from speclake.serving.annotate.model import Candidate, Query
+from tests.serving.annotate.small_models import fit_and_register, lake_with_model
 
 NAMES = ["maccs:1", "maccs:2", "maccs:3", "chemont:C0000000"]
 
@@ -171,7 +171,6 @@ def train_small_model(lake, model_id: str = MODEL_ID, steps: int = 150) -> None:
 
     from speclake.serving.annotate.fusion import lake_queries
     from speclake.training.models import ModelContext, build_model
-    from speclake.training.registry import save_model
     from speclake.training.scoring import descriptor_matrix
     from speclake.training.split import SplitSettings
     from speclake.training.tasks import descriptor_logits
@@ -188,24 +187,14 @@ def train_small_model(lake, model_id: str = MODEL_ID, steps: int = 150) -> None:
     batch = as_batch(ModelScorer.examples(queries))
     y, _ = descriptor_matrix(structure_rows([t["smiles"] for t in truths], DescriptorSettings(), processes=1), names)
     target = torch.as_tensor(y, dtype=torch.float32)
-    opt = torch.optim.Adam(module.parameters(), lr=3e-3)
-    module.train()
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(descriptor_logits(module, batch, ctx), target)
-        loss.backward()
-        opt.step()
-    save_model(lake, model_id, ctx, module.state_dict(), settings={"arch": "arch2-flat"},
-               split={"settings": SplitSettings().model_dump()}, metrics={"train_loss": loss.item()})
+    fit_and_register(lake, model_id, ctx, module, lambda: torch.nn.functional.binary_cross_entropy_with_logits(
+        descriptor_logits(module, batch, ctx), target), steps)
 
 
 @pytest.fixture(scope="module")
 def model_lake(annotate_lake, tmp_path_factory):
     """A copy of the indexed sample lake with :data:`MODEL_ID` trained and registered."""
-    dst = tmp_path_factory.mktemp("fpll") / "lake"
-    shutil.copytree(annotate_lake, dst, ignore=shutil.ignore_patterns("_staging"))
-    train_small_model(dst)
-    return dst
+    return lake_with_model(annotate_lake, tmp_path_factory, "fpll", train_small_model)
 
 
 @pytest.mark.spark

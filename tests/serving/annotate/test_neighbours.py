@@ -2,7 +2,6 @@
 real arch4 model trained on its training split."""
 from __future__ import annotations
 
-import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -13,6 +12,7 @@ from speclake.serving.annotate.evidence import (FEATURES, EvidenceBuilder, Finge
 from speclake.serving.annotate.model import Candidate, Query
 from speclake.serving.annotate.neighbours import NeighbourLibrary, NeighbourScorer
 from speclake.training.metrics import tanimoto_matrix
+from tests.serving.annotate.small_models import fit_and_register, lake_with_model
 
 CAFFEINE = "Cn1cnc2c1c(=O)n(C)c(=O)n2C"
 HEXANOL = "CCCCCCO"
@@ -144,7 +144,6 @@ def train_small_arch4(lake, model_id: str = MODEL_ID, steps: int = 60) -> None:
     from speclake.training.inputs import as_batch
     from speclake.training.models import ModelContext, build_model
     from speclake.training.models.arch4 import pair_loss
-    from speclake.training.registry import save_model
     from speclake.training.split import SplitSettings
     from speclake.training.tasks import spectrum_embeddings
 
@@ -157,24 +156,14 @@ def train_small_arch4(lake, model_id: str = MODEL_ID, steps: int = 60) -> None:
     fps = FingerprintCache().get([t["smiles"] for t in truths])
     tan = torch.as_tensor(M.tanimoto_matrix(fps, fps), dtype=torch.float32)
     left, right = torch.triu_indices(len(queries), len(queries), 1)
-    opt = torch.optim.Adam(module.parameters(), lr=3e-3)
-    module.train()
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = pair_loss(spectrum_embeddings(module, batch, ctx), left, right, tan[left, right])
-        loss.backward()
-        opt.step()
-    save_model(lake, model_id, ctx, module.state_dict(), settings={"arch": "arch4"},
-               split={"settings": SplitSettings().model_dump()}, metrics={"train_loss": loss.item()})
+    fit_and_register(lake, model_id, ctx, module,
+                     lambda: pair_loss(spectrum_embeddings(module, batch, ctx), left, right, tan[left, right]), steps)
 
 
 @pytest.fixture(scope="module")
 def arch4_lake(annotate_lake, tmp_path_factory):
     """A copy of the indexed sample lake with :data:`MODEL_ID` trained and registered."""
-    dst = tmp_path_factory.mktemp("arch4") / "lake"
-    shutil.copytree(annotate_lake, dst, ignore=shutil.ignore_patterns("_staging"))
-    train_small_arch4(dst)
-    return dst
+    return lake_with_model(annotate_lake, tmp_path_factory, "arch4", train_small_arch4)
 
 
 @pytest.mark.spark
