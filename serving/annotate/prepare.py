@@ -326,12 +326,15 @@ def echo_report(report: PrepareReport) -> None:
 @click.option("--fragmenter-top", type=click.IntRange(min=0), default=0, show_default=True,
               help="Re-rank the ranker's top N with MetFrag-style in-silico fragmentation (more right rank-1 "
                    "answers; 1-3 ms per candidate and scan, so annotation is slower); 0: off.")
+@click.option("--fusion", type=click.Choice(["auto", "linear", "net"]), default="auto", show_default=True,
+              help="How the ranker fuses evidence: a linear listwise score, a small listwise network that weighs "
+                   "evidence by the scan's context, or whichever has the lower out-of-fold loss (auto).")
 @click.option("--index-name", default="fingerprint", show_default=True, help="Structure index of the lake.")
 @click.option("--num-cpus", type=click.IntRange(min=1), default=None, help="CPUs of a local Ray (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def annotate_prepare_cmd(lake_dir: Path, structures: tuple[str, ...], skip_features: bool, all_features: bool,
-                         validation: int, n_test: int, fragmenter_top: int, index_name: str, num_cpus: int | None,
-                         as_json: bool) -> None:
+                         validation: int, n_test: int, fragmenter_top: int, fusion: str, index_name: str,
+                         num_cpus: int | None, as_json: bool) -> None:
     """Prepare a freshly ingested lake for `speclake annotate` (each step skipped when up to date).
 
     \b
@@ -356,7 +359,8 @@ def annotate_prepare_cmd(lake_dir: Path, structures: tuple[str, ...], skip_featu
     settings = PrepareSettings(features=None if all_features else ["descriptors"], skip_features=skip_features,
                                index_name=index_name, structures=list(structures), num_cpus=num_cpus,
                                ranker=RankerSettings(index_name=index_name, max_validation=validation,
-                                                     max_test=n_test, fragmenter_top=fragmenter_top))
+                                                     max_test=n_test, fragmenter_top=fragmenter_top,
+                                                     fusion=fusion))
     with _bar() as progress:
         report = prepare_lake(lake_dir, settings=settings, progress=progress)
     if as_json:

@@ -39,3 +39,12 @@ def test_help_explains_columns_and_errors_are_one_line(tmp_path, annotate_lake):
     res = runner.invoke(main, ["export", "annotations", "--study", "x", "--lake", str(annotate_lake),
                                "--out", str(tmp_path / "x.tsv")])
     assert res.exit_code != 0 and len([l for l in res.output.splitlines() if l.strip()]) == 1, res.output
+
+
+def test_annotate_prepare_offers_the_fusion_kinds_and_refuses_others(tmp_path):
+    """`annotate-prepare --fusion` explains the three fusion kinds and rejects an unknown one before any work."""
+    runner = CliRunner()
+    res = runner.invoke(main, ["annotate-prepare", "--help"])
+    assert res.exit_code == 0 and "--fusion" in res.output and "out-of-fold" in res.output
+    res = runner.invoke(main, ["annotate-prepare", "--lake", str(tmp_path), "--fusion", "forest"])
+    assert res.exit_code == 2 and "auto" in res.output and "net" in res.output
