@@ -43,7 +43,9 @@ off``, evidence = the 9 columns + an arch2-flat descriptor model + an arch4 neig
 (network, chosen by out-of-fold loss 1.767 vs linear 2.028) hit@1 0.546 [0.490, 0.598], linear 0.490, prior 0.324,
 library+prior 0.419, random 0.070; fused - prior +0.222 [+0.176, +0.271], novelty < 0.5 +0.119 [+0.045, +0.203]
 (every stratum above the prior); hit@20 0.918 (target 0.95 missed by 0.032). Mass candidates (849 per spectrum,
-truth in 0.875): fused 0.467, linear 0.418, prior 0.095. README's "Benchmarks" has the table and the fragmenter rows.
+truth in 0.875): fused 0.467, linear 0.418, prior 0.095. With ``--fragmenter-top 20`` (37-40 CPU ms per list):
+fused+fragmenter 0.567 [0.514, 0.619] formula (novelty < 0.5: 0.373; hit@20 0.932), 0.476 mass. Wall from the cache:
+774 s with the fragmenter, 387 s without. README's "Benchmarks" has the table.
 An earlier reduced run (200 test spectra, one arch2-flat model) found the CSI:FingerID-style ``fpll`` column no
 better than the plain likelihood (fused 0.435 with it, 0.440 without), so rankers leave it off.
 """
