@@ -14,9 +14,10 @@ from typing import Any
 
 from speclake.infra.ray import RaySettings, cluster_cpus, ray_session
 from speclake.training.data import load_examples, negative_pool, require_inputs
+from speclake.training.loop_io import STATE_FILE, LoopIO
 from speclake.training.models import check_arch
 from speclake.training.ranking import ranking_set
-from speclake.training.trainer import (STATE_FILE, LoopIO, RunSettings, TrainResult, build_context, train_loop,
+from speclake.training.trainer import (RunSettings, TrainResult, build_context, train_loop,
                                        trained_metrics)
 
 log = logging.getLogger(__name__)
