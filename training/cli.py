@@ -44,7 +44,10 @@ def _settings_option(f):
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Maximum epochs (early stopping may end sooner). Default 30.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=None, help="Spectra per batch and worker. Default 64.")
 @click.option("--lr", type=float, default=None, help="Adam learning rate. Default 1e-3.")
-@click.option("--patience", type=click.IntRange(min=1), default=None, help="Epochs without better validation loss before stopping. Default 5.")
+@click.option("--patience", type=click.IntRange(min=1), default=None, help="Epochs without a better --select metric before stopping. Default 5.")
+@click.option("--select", type=click.Choice(["val_loss", "val_hit1"]), default=None,
+              help="What picks the registered weights and stops early: lowest validation loss (default) or highest "
+                   "validation hit@1 among same-formula candidates.")
 @click.option("--time-budget", "time_budget_s", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop after the epoch that brings training + validation wall time to this many seconds.")
 @click.option("--resume", is_flag=True, help="Continue the newest unfinished run of --arch from its latest checkpoint.")
@@ -54,8 +57,8 @@ def _settings_option(f):
 @_settings_option
 def train_cmd(arch: str, lake_dir: Path, workers: int | None, gpu: bool | None, cpus_per_worker: float | None,
               epochs: int | None,
-              batch_size: int | None, lr: float | None, patience: int | None, time_budget_s: float | None,
-              resume: bool, model_id: str | None, ray_address: str | None, num_cpus: int | None,
+              batch_size: int | None, lr: float | None, patience: int | None, select: str | None,
+              time_budget_s: float | None, resume: bool, model_id: str | None, ray_address: str | None, num_cpus: int | None,
               settings_file: Path | None) -> None:
     """Train one model under Ray Train and register it in <lake>/models/.
 
@@ -69,7 +72,7 @@ def train_cmd(arch: str, lake_dir: Path, workers: int | None, gpu: bool | None, 
     settings = _base_settings(arch, settings_file, {"num_workers": workers, "use_gpu": gpu, "epochs": epochs,
                                                     "cpus_per_worker": cpus_per_worker,
                                                     "batch_size": batch_size, "lr": lr, "patience": patience,
-                                                    "time_budget_s": time_budget_s})
+                                                    "select": select, "time_budget_s": time_budget_s})
 
     with stage_bar(f"train {arch}", ["examples", "training", "epoch", "register"]) as progress:
         result = train_model(lake_dir, settings, resume=resume, model_id=model_id, ray_address=ray_address,
@@ -99,9 +102,12 @@ def _share(value: float | None) -> str:
 @click.option("--gpu", is_flag=True, default=None, help="One GPU per trial.")
 @click.option("--ray-address", default=None, help="Run on this Ray cluster instead of a local Ray.")
 @click.option("--num-cpus", type=click.IntRange(min=1), default=None, help="CPUs of the local Ray (default: all).")
+@click.option("--select", type=click.Choice(["val_loss", "val_hit1"]), default=None,
+              help="The metric ASHA cuts trials on and the best trial is chosen by (and each trial's weights): "
+                   "validation loss (default) or validation hit@1.")
 @_settings_option
 def tune_cmd(arch: str, lake_dir: Path, trials: int, max_epochs: int, cpus_per_trial: float, gpu: bool | None,
-             ray_address: str | None, num_cpus: int | None, settings_file: Path | None) -> None:
+             ray_address: str | None, num_cpus: int | None, select: str | None, settings_file: Path | None) -> None:
     """Search hyperparameters of one architecture (Optuna + ASHA) and register the best model.
 
     \b
@@ -109,11 +115,13 @@ def tune_cmd(arch: str, lake_dir: Path, trials: int, max_epochs: int, cpus_per_t
     """
     from speclake.training.tune import tune_model
 
-    base = _base_settings(arch, settings_file, {"use_gpu": gpu})
+    base = _base_settings(arch, settings_file, {"use_gpu": gpu, "select": select})
     result, summary = tune_model(lake_dir, base, trials=trials, max_epochs=max_epochs, ray_address=ray_address,
                                  num_cpus=num_cpus, cpus_per_trial=cpus_per_trial)
-    click.echo(f"best of {len(summary['trials'])} trials: model {result.model_id}, validation loss "
-               f"{result.metrics['best_val_loss']:.4f}, config {json.dumps(summary['best_config'])}")
+    hit = result.metrics.get("best_val_hit1")
+    click.echo(f"best of {len(summary['trials'])} trials by {summary['metric']}: model {result.model_id}, validation "
+               f"loss {result.metrics['best_val_loss']:.4f}, hit@1 {_share(hit)}, "
+               f"config {json.dumps(summary['best_config'])}")
 
 
 @click.command("models")

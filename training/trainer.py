@@ -3,7 +3,7 @@
 :func:`train_model` builds the examples (Ray Data, streamed from the lake), fits the descriptor
 space and arch-specific context on training structures, runs a ``TorchTrainer`` (DDP over
 ``num_workers`` workers, CPU or GPU) with a checkpoint each epoch under ``<lake>/models/_ray/<id>``,
-stops early on validation loss, and registers the best weights in ``<lake>/models/<id>/``.
+stops early on validation (loss or hit@1), and registers the best weights in ``<lake>/models/<id>/``.
 An interrupted run resumes from its latest checkpoint when started again with ``resume=True``.
 
 Every epoch's learning curve point (``history`` in the model's metrics.json, the log line, the Ray
@@ -11,7 +11,9 @@ Train / Tune reports) holds train_loss, val_loss and ``val_hit1`` / ``val_hit5``
 validation ranking set (:mod:`speclake.training.ranking`, built once by the driver) whose true
 structure the model ranks first / within five among same-formula lake compounds, scored as ``speclake
 evaluate`` scores the architecture (null without validation spectra or with ``rank_queries=0``). Early stopping
-and the registered weights follow validation loss; ``best_val_hit1`` and its epoch are recorded beside.
+and the registered weights (``best_epoch``) follow ``TrainSettings.select``: validation loss (default) or
+validation hit@1, which keeps training while the ranking still improves after the loss has turned; the
+lowest loss and the best hit@1 with its epoch are recorded either way.
 
 A run is refused before it starts when no training spectrum has the inputs its architecture needs
 (:data:`~speclake.training.models.ARCH_INPUTS`, :func:`~speclake.training.data.require_inputs`), and
@@ -24,7 +26,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -51,8 +53,10 @@ class TrainSettings(BaseModel):
     batch_size: int = Field(64, ge=2, description="Spectra per batch and worker.")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
     weight_decay: float = Field(0.0, ge=0)
-    patience: int = Field(5, ge=1, description="Stop after this many epochs without a better validation loss "
-                                               "(validation hit@1 is recorded, not used for stopping).")
+    patience: int = Field(5, ge=1, description="Stop after this many epochs without a better ``select`` metric.")
+    select: Literal["val_loss", "val_hit1"] = Field(
+        "val_loss", description="What picks the registered weights and drives early stopping: the lowest validation "
+        "loss, or the highest validation hit@1 (the ranking set; falls back to the loss when ranking is off).")
     seed: int = 0
     num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP processes).")
     use_gpu: bool = False
@@ -173,6 +177,16 @@ def _run_epoch(model, optimizer, batches: Iterable[dict], state, device, train: 
     return total, n_total
 
 
+def improvement(select: str, val_loss: float, best_loss: float, val_hit1: float | None,
+                best_hit1: float | None) -> tuple[bool, bool]:
+    """(whether this epoch beats the best so far on ``select``, whether its hit@1 is a new best). The loss must
+    drop by more than 1e-6; hit@1 must rise (a tie keeps the earlier weights); ``val_hit1`` None (no ranking)
+    falls back to the loss."""
+    loss_better = val_loss < best_loss - 1e-6
+    hit_better = val_hit1 is not None and (best_hit1 is None or val_hit1 > best_hit1 + 1e-9)
+    return (hit_better if select == "val_hit1" and val_hit1 is not None else loss_better), hit_better
+
+
 def train_loop(config: dict[str, Any], io: "LoopIO") -> None:
     """Epochs of training with validation, checkpoint each epoch, early stopping; resumes from ``io``'s checkpoint."""
     import torch
@@ -231,13 +245,15 @@ def train_loop(config: dict[str, Any], io: "LoopIO") -> None:
                    "val_hit5": hit5 / n_ranked if n_ranked else None,
                    "spectra_per_s": tr_n / max(seconds / workers, 1e-9), "n_train": int(tr_n), "n_val": int(va_n),
                    "n_ranked": int(n_ranked)}
-        if val_loss < best_val - 1e-6:
-            best_val, best_epoch, bad = val_loss, epoch, 0
+        improved, hit_better = improvement(ts.select, val_loss, best_val, val_hit1, best_hit1)
+        best_val = min(best_val, val_loss)
+        if hit_better:
+            best_hit1, best_hit1_epoch = val_hit1, epoch
+        if improved:
+            best_epoch, bad = epoch, 0
             best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
         else:
             bad += 1
-        if val_hit1 is not None and (best_hit1 is None or val_hit1 > best_hit1):
-            best_hit1, best_hit1_epoch = val_hit1, epoch
         history.append(metrics)
         metrics = {**metrics, "best_val_loss": best_val, "best_epoch": best_epoch, "best_val_hit1": best_hit1,
                    "best_val_hit1_epoch": best_hit1_epoch}

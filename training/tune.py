@@ -70,6 +70,12 @@ def _trainable(config: dict[str, Any], base: dict[str, Any], examples, pool: dic
     train_loop(loop_config, LoopIO("tune", datasets=datasets, use_gpu=settings.train.use_gpu))
 
 
+def tune_metric(select: str, ranking: bool) -> tuple[str, str]:
+    """The trial metric ASHA cuts on and the best trial is chosen by: ``select`` (validation loss, or hit@1 when
+    there is a validation ranking set) and its direction."""
+    return ("val_hit1", "max") if select == "val_hit1" and ranking else ("val_loss", "min")
+
+
 def tune_model(lake_dir: str | Path, base: RunSettings, *, trials: int = 20, max_epochs: int = 10,
                ray_address: str | None = None, num_cpus: int | None = None, cpus_per_trial: float = 1.0,
                seed: int = 0) -> tuple[TrainResult, dict[str, Any]]:
@@ -98,13 +104,14 @@ def tune_model(lake_dir: str | Path, base: RunSettings, *, trials: int = 20, max
                                  ranking=ranking.to_config() if ranking is not None else None),
             {"cpu": cpus_per_trial, "gpu": 1 if base.train.use_gpu else 0})
         name = new_model_id(base.arch)
+        metric, mode = tune_metric(base.train.select, ranking is not None)
         free = cluster_cpus() - DATA_CPUS  # Ray Data reads need CPUs beyond the trials'
         concurrent = max(1, int(free // cpus_per_trial))
         tuner = tune.Tuner(
             trainable,
             param_space=search_space(base.arch),
             tune_config=tune.TuneConfig(
-                metric="val_loss", mode="min", num_samples=trials, max_concurrent_trials=concurrent,
+                metric=metric, mode=mode, num_samples=trials, max_concurrent_trials=concurrent,
                 search_alg=OptunaSearch(seed=seed),
                 scheduler=ASHAScheduler(time_attr="training_iteration", max_t=max_epochs,
                                         grace_period=1, reduction_factor=2)),
@@ -112,7 +119,7 @@ def tune_model(lake_dir: str | Path, base: RunSettings, *, trials: int = 20, max
                                       verbose=0),
         )
         grid = tuner.fit()
-        best = grid.get_best_result(metric="best_val_loss", mode="min")
+        best = grid.get_best_result(metric=f"best_{metric}", mode=mode)
         if best.checkpoint is None:
             raise RuntimeError(f"tuning run {name} produced no checkpoint")
         with best.checkpoint.as_directory() as d:
@@ -126,10 +133,12 @@ def tune_model(lake_dir: str | Path, base: RunSettings, *, trials: int = 20, max
         "train": {**base_dict["train"], **best.config["train"], "num_workers": 1}})
     ctx = build_context(examples, best_settings)
     metrics = trained_metrics(name, state, best_settings.train, ranking.summary() if ranking is not None else None)
-    summary = {"tune_run": name, "trials": trials_out, "best_config": best.config, "max_epochs": max_epochs,
+    summary = {"tune_run": name, "metric": metric, "trials": trials_out, "best_config": best.config,
+               "max_epochs": max_epochs,
                "scheduler": "ASHA", "search": "Optuna"}
     path = save_model(lake_dir, name, ctx, state["best_model"] or state["model"],
                       best_settings.model_dump(mode="json"), examples.split_record(), metrics,
                       extra={"tune.json": summary})
-    log.info("tuning %s: best validation loss %.4f with %s", name, state["best_val"], best.config)
+    log.info("tuning %s on %s: best validation loss %.4f, hit@1 %s with %s", name, metric, state["best_val"],
+             state.get("best_hit1"), best.config)
     return TrainResult(name, path, metrics), summary

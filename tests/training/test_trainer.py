@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from speclake.training.models import ARCHS
-from speclake.training.trainer import latest_checkpoint_dir, ray_storage, train_model, unfinished_run
+from speclake.training.trainer import improvement, latest_checkpoint_dir, ray_storage, train_model, unfinished_run
 from tests.training.conftest import tiny_settings
 
 pytestmark = pytest.mark.ray
@@ -65,6 +65,30 @@ def test_time_budget_ends_training_after_the_epoch_that_spends_it(sample_feature
     result = train_model(lake, tiny_settings("arch2-flat", epochs=5, patience=10, time_budget_s=1e-3))
     assert [h["epoch"] for h in result.metrics["history"]] == [1]
     assert (result.path / "model.pt").exists()
+
+
+def test_selection_on_hit1_keeps_training_while_the_ranking_improves():
+    """``select``: on val_loss a better loss wins whatever hit@1 does; on val_hit1 a rising hit@1 wins although
+    the loss went up, a tie keeps the earlier weights, and no ranking (None) falls back to the loss."""
+    assert improvement("val_loss", 0.50, 0.40, 0.60, 0.30) == (False, True)
+    assert improvement("val_loss", 0.39, 0.40, 0.20, 0.30) == (True, False)
+    assert improvement("val_hit1", 0.50, 0.40, 0.60, 0.30) == (True, True)
+    assert improvement("val_hit1", 0.30, 0.40, 0.30, 0.30) == (False, False)
+    assert improvement("val_hit1", 0.30, 0.40, None, None) == (True, False)
+    assert improvement("val_hit1", 0.50, 0.40, 0.10, None) == (True, True)   # the first ranked epoch
+
+
+def test_a_run_selected_on_hit1_registers_the_best_ranking_epoch(sample_feature_lake, ray_session):
+    """With select=val_hit1 the registered weights' epoch is the first epoch of the best validation hit@1 (not
+    the lowest loss's), and early stopping counts epochs without a better hit@1."""
+    lake, _ = sample_feature_lake
+    result = train_model(lake, tiny_settings("arch2-flat", epochs=3, patience=10, select="val_hit1"))
+    m = result.metrics
+    history = m["history"]
+    assert len(history) == 3
+    best = max(history, key=lambda h: (h["val_hit1"], -h["epoch"]))
+    assert m["best_epoch"] == m["best_val_hit1_epoch"] == best["epoch"]
+    assert m["best_val_loss"] == min(h["val_loss"] for h in history)
 
 
 def test_resume_without_unfinished_run_is_an_error(sample_feature_lake):
