@@ -31,7 +31,7 @@ def search_space(arch: str) -> dict[str, Any]:
     from ray import tune
 
     check_arch(arch)
-    width = tune.choice([64, 128, 256])
+    width = tune.choice([128, 256, 512, 1024])   # the full MassBank lake wants the wide end (arch2-flat: 1024)
     model: dict[str, Any] = {
         "arch1": {"width": tune.choice([16, 32, 64]), "dropout": tune.uniform(0.0, 0.4)},
         "arch2": {"width": width, "group_hidden": tune.choice([16, 32, 64]), "n_groups": tune.randint(2, 12)},
@@ -41,7 +41,7 @@ def search_space(arch: str) -> dict[str, Any]:
         "arch5": {"width": width, "graph_hidden": tune.choice([32, 64, 128]), "mp_layers": tune.randint(2, 5),
                   "margin": tune.uniform(0.05, 0.5)},
     }[arch]
-    return {"train": {"lr": tune.loguniform(1e-4, 1e-2), "batch_size": tune.choice([32, 64])}, "model": model}
+    return {"train": {"lr": tune.loguniform(1e-4, 1e-2), "batch_size": tune.choice([64, 128, 256])}, "model": model}
 
 
 def model_values(arch: str, params: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]:

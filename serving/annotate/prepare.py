@@ -323,9 +323,10 @@ def echo_report(report: PrepareReport) -> None:
               help="Validation-split spectra the ranker is fitted and calibrated on (at most).")
 @click.option("--test", "n_test", type=click.IntRange(min=1), default=5000, show_default=True,
               help="Test-split spectra the ranker is evaluated on (at most).")
-@click.option("--fragmenter-top", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Re-rank the ranker's top N with MetFrag-style in-silico fragmentation (more right rank-1 "
-                   "answers; 1-3 ms per candidate and scan, so annotation is slower); 0: off.")
+@click.option("--fragmenter-top", type=click.IntRange(min=0), default=50, show_default=True,
+              help="Re-rank the ranker's top N with MetFrag-style in-silico fragmentation (more right answers at "
+                   "rank 1 and in the top 20; ~1.5 ms per candidate and scan, ~75 ms per scan at 50); 0: off, "
+                   "about 3x faster annotation.")
 @click.option("--fusion", type=click.Choice(["auto", "linear", "net"]), default="auto", show_default=True,
               help="How the ranker fuses evidence: a linear listwise score, a small listwise network that weighs "
                    "evidence by the scan's context, or whichever has the lower out-of-fold loss (auto).")

@@ -237,7 +237,7 @@ def test_a_ranker_fitted_with_the_fingerprint_likelihood_loads_and_ranks(model_l
 
     assert RankerSettings().fingerprint_likelihood == "off", "measured no better than model:<id>: off by default"
     ranker_id, metrics = fit_ranker(model_lake, RankerSettings(max_formulas=2, models=[MODEL_ID],
-                                                               fingerprint_likelihood="add"))
+                                                               fingerprint_likelihood="add", fragmenter_top=0))
     assert metrics["features"][-2:] == [f"model:{MODEL_ID}", f"fpll:{MODEL_ID}"]
     assert "alone:fpll:" + MODEL_ID in metrics["test"]["methods"]
     ranker = load_ranker(model_lake, ranker_id)

@@ -180,14 +180,20 @@ def test_lock_names_are_file_safe():
 
 
 def test_fitted_ranker_gives_rank_1_confidence(suspect_lake, tmp_path, pesticides_mgf):
+    """A ranker fitted with the default settings (the fragmenter re-ranking its top 50) is the study's method;
+    every rank-1 row, and only those, has a confidence in [0, 1]."""
+    from speclake.serving.annotate.fragmenter import FRAGMENTER_FEATURES
     from speclake.serving.annotate.ranker_fit import fit_ranker
-    from speclake.serving.annotate.rankers import RankerSettings, list_rankers
+    from speclake.serving.annotate.rankers import RankerSettings, list_rankers, load_ranker
 
     src, _ = suspect_lake
     lake = tmp_path / "lake"
     shutil.copytree(src, lake, ignore=shutil.ignore_patterns("_staging"))
     fit_ranker(lake, RankerSettings(max_formulas=2))
     ranker_id = list_rankers(lake)[0]["ranker_id"]
+    ranker = load_ranker(lake, ranker_id)
+    assert ranker.rerank is not None and ranker.rerank.top == 50, "the default ranker re-ranks with the fragmenter"
+    assert ranker.names[-len(FRAGMENTER_FEATURES):] == FRAGMENTER_FEATURES
     report = annotate_study([pesticides_mgf], lake, "fitted", AnnotateSettings(top_k=3))
     assert report.method == ranker_id and not any("ranker" in m for m in report.missing)
     by_rank = _sql(lake, "SELECT rank = 1, count(*), count(confidence), min(confidence), max(confidence), "
