@@ -25,9 +25,10 @@ the test structures by InChIKey-14), and the table gives hit@1/5/20 with 95 % bo
 (structures resampled) overall, per ion mode and per novelty stratum (max Tanimoto of the truth to the
 training structures) for: fused, every evidence column alone, the linear fusion without each column (ablation),
 library+prior, the library prior and random ranking of the same lists; then fused minus prior (paired).
-``--fragmenter-top N`` (default 20) adds a re-ranking stage: the MetFrag-style in-silico fragmenter's evidence
-(:mod:`speclake.serving.annotate.fragmenter`) on the fused top N, the fusion refitted with it
-(``fused+fragmenter``), and the fragmenter's score alone on that top N (``fragmenter@top``).
+``--fragmenter-top N`` (default 50, as rankers) adds a re-ranking stage: the MetFrag-style in-silico fragmenter's
+evidence (:mod:`speclake.serving.annotate.fragmenter`) on the top N of a linear first stage, the fusion refitted
+with it (``fused+fragmenter``, the default ranker of study annotation), and the fragmenter's score alone on that
+top N (``fragmenter@top``); 0: off. The verdict judges ``fused`` and ``fused+fragmenter``.
 ``--fingerprint-likelihood`` (default ``add``) gives each registered descriptor model its CSI:FingerID-style
 column ``fpll:<id>`` (per-bit Platt calibration and reliability weights from validation spectra,
 :mod:`speclake.serving.annotate.fingerprint_likelihood`) beside its plain likelihood ``model:<id>``, so the table
@@ -37,15 +38,16 @@ has both alone and the fusion without each. JSON to benchmarks/results/ranker_be
 queries: the annotate benchmark's work lake holds test spectra out of its library. ``--cache PICKLE`` keeps the
 candidate lists with their evidence (the slow part), so fusion variants are re-run in minutes.
 
-Measured 2026-12-05 on the shared 2-core VM (load 2-6), default ``--work``, ``--queries 1000 --fingerprint-likelihood
-off``, evidence = the 9 columns + an arch2-flat descriptor model + an arch4 neighbour model: 1,000 test spectra of
-402 structures, fusion fitted on 1,000 validation + 333 known lists. Formula candidates (159 per spectrum): fused
-(network, chosen by out-of-fold loss 1.767 vs linear 2.028) hit@1 0.546 [0.490, 0.598], linear 0.490, prior 0.324,
-library+prior 0.419, random 0.070; fused - prior +0.222 [+0.176, +0.271], novelty < 0.5 +0.119 [+0.045, +0.203]
-(every stratum above the prior); hit@20 0.918 (target 0.95 missed by 0.032). Mass candidates (849 per spectrum,
-truth in 0.875): fused 0.467, linear 0.418, prior 0.095. With ``--fragmenter-top 20`` (37-40 CPU ms per list):
-fused+fragmenter 0.567 [0.514, 0.619] formula (novelty < 0.5: 0.373; hit@20 0.932), 0.476 mass. Wall from the cache:
-774 s with the fragmenter, 387 s without. README's "Benchmarks" has the table.
+Measured 2026-12-05/06 on the shared 2-core VM (load 2-6), default ``--work``, ``--queries 1000
+--fingerprint-likelihood off --cache <pickle>``, evidence = the 9 columns + an arch2-flat descriptor model + an
+arch4 neighbour model: 1,000 test spectra of 402 structures, fusion fitted on 1,000 validation + 333 known lists.
+Formula candidates (159 per spectrum): fused+fragmenter (network, top 50) hit@1 **0.571** [0.518, 0.622],
+hit@20 **0.950** [0.930, 0.967], novelty < 0.5 0.378; fused without the fragmenter 0.546 (hit@20 0.918); linear
+0.490; prior 0.324; library+prior 0.419; random 0.070. The fragmenter on the top 20 only re-orders what stage 1
+put there (hit@20 0.932); on the top 50 it lifts truths ranked 21-50 into the top 20 (76 CPU ms per list); on
+the top 100: hit@1 0.571, hit@20 0.951 at twice the cost. Mass candidates (849 per spectrum, truth in 0.875):
+fused+fragmenter 0.479, fused 0.467, linear 0.418, prior 0.095, hit@20 0.814. Wall from the cache: 1,049 s with
+the fragmenter on the top 50 (formula 404 s, mass 600 s), 387 s without. README's "Benchmarks" has the table.
 An earlier reduced run (200 test spectra, one arch2-flat model) found the CSI:FingerID-style ``fpll`` column no
 better than the plain likelihood (fused 0.435 with it, 0.440 without), so rankers leave it off.
 """
