@@ -77,7 +77,7 @@ class RankerSettings(BaseModel):
         50, ge=0, description="re-rank the top N of a linear first stage with MetFrag-style in-silico fragmentation "
         "evidence (serving.annotate.fragmenter; ~1.5 ms per candidate, ~75 ms per scan at 50). The default 50 is "
         "the most accurate measured ranker (`python -m benchmarks ranker`: it also lifts truths ranked 21-50 by "
-        "stage 1 into the top 20); 0: off, ~3x faster annotation")
+        "stage 1 into the top 20); 0: off, faster annotation (an estimated 3x on 2 cores)")
     known_fraction: float = Field(
         0.25, ge=0, lt=1, description="share of the fusion's training queries that are *known* structures: "
         "training-split spectra whose structure has other library spectra, searched with their own spectrum left "
