@@ -354,8 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     qdata = {"validation": lake_queries(work, "validation", settings.split, args.queries, settings.seed),
              "test": lake_queries(test_lake, "test", settings.split, args.queries, settings.seed)}
     if not qdata["test"][0]:
-        print(f"{test_lake} has no test-split spectra (a work lake of `benchmarks annotate` holds them out): "
-              "name a lake that has them with --test-lake", file=sys.stderr)
+        log.error("%s has no test-split spectra (a work lake of `benchmarks annotate` holds them out): name a lake "
+                  "that has them with --test-lake", test_lake)
         return 2
     ratio = settings.known_fraction / (1 - settings.known_fraction)
     qdata["known"], _ = known_queries(work, settings, round(len(qdata["validation"][0]) * ratio), 0)

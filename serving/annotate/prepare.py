@@ -323,7 +323,8 @@ def echo_report(report: PrepareReport) -> None:
               help="Validation-split spectra the ranker is fitted and calibrated on (at most).")
 @click.option("--test", "n_test", type=click.IntRange(min=1), default=5000, show_default=True,
               help="Test-split spectra the ranker is evaluated on (at most).")
-@click.option("--fragmenter-top", type=click.IntRange(min=0), default=50, show_default=True,
+@click.option("--fragmenter-top", type=click.IntRange(min=0),
+              default=RankerSettings.model_fields["fragmenter_top"].default, show_default=True,
               help="Re-rank the ranker's top N with MetFrag-style in-silico fragmentation (more right answers at "
                    "rank 1 and in the top 20; ~1.5 ms per candidate and scan, ~75 ms per scan at 50); 0: off, "
                    "faster annotation (an estimated 3x on 2 cores).")
